@@ -1,0 +1,162 @@
+"""``wsfinally serve`` (also ``python -m wsfinally``): the demo server.
+
+SIGTERM and SIGINT shut it down gracefully: every client gets 1001, every
+cleanup runs, and the process exits 0 within ``--shutdown-timeout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from . import __version__, log
+from .demo import make_app
+from .settings import Settings
+
+__all__ = ["main"]
+
+logger = logging.getLogger("wsfinally")
+
+
+def _seconds(text: str) -> float | None:
+    if text.lower() in ("off", "none"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'off', got {text!r}") from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wsfinally", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"wsfinally {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the demo server (echo at /ws)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    serve.add_argument(
+        "--ping-interval",
+        type=_seconds,
+        default=20.0,
+        metavar="S",
+        help="seconds of silence before a ping; 'off' disables the heartbeat",
+    )
+    serve.add_argument(
+        "--ping-timeout",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="seconds to wait for the pong (default 20)",
+    )
+    serve.add_argument("--close-timeout", type=float, default=5.0, metavar="S")
+    serve.add_argument("--shutdown-timeout", type=float, default=5.0, metavar="S")
+    serve.add_argument("--idle-timeout", type=_seconds, default=None, metavar="S")
+    serve.add_argument("--callback-timeout", type=float, default=5.0, metavar="S")
+    serve.add_argument("--max-message-size", type=int, default=1024 * 1024, metavar="BYTES")
+    serve.add_argument("--log-format", default="text", metavar="text|json")
+    serve.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="auto",
+        help="event loop (auto: uvloop where installed)",
+    )
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "ping_interval": args.ping_interval,
+        "close_timeout": args.close_timeout,
+        "shutdown_timeout": args.shutdown_timeout,
+        "idle_timeout": args.idle_timeout,
+        "callback_timeout": args.callback_timeout,
+        "max_message_size": args.max_message_size,
+    }
+    if args.ping_timeout is not None:
+        settings["ping_timeout"] = args.ping_timeout
+    Settings.build(**settings)  # fail before starting, naming the setting
+    return settings
+
+
+async def serve(host: str, port: int, settings: dict[str, Any]) -> None:
+    app = make_app(**settings)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=settings.get("shutdown_timeout", 5.0),
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    urls = [f"http://{a[0]}:{a[1]}/" for a in runner.addresses]
+    logger.info(
+        "listening on %s (loop %s)",
+        ", ".join(urls),
+        type(loop).__module__,
+        extra={"wsf": {"event": "server.started", "urls": urls, "loop": type(loop).__module__}},
+    )
+    try:
+        await stop.wait()
+    finally:
+        logger.info("shutting down", extra={"wsf": {"event": "server.stopping"}})
+        await runner.cleanup()
+        logger.info("stopped", extra={"wsf": {"event": "server.stopped"}})
+
+
+def _loop_factory(choice: str) -> Any:
+    if choice in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise SystemExit("wsfinally: --loop uvloop: uvloop is not installed") from None
+            return None
+        return uvloop.new_event_loop
+    return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings(args)
+        log.configure(args.log_format)
+    except (TypeError, ValueError) as exc:
+        parser.error(str(exc))
+    _run(serve(args.host, args.port, settings), _loop_factory(args.loop))
+    return 0
+
+
+def _run(coro: Any, factory: Any) -> None:
+    """``asyncio.run`` with a loop factory (``asyncio.Runner`` needs Python 3.11)."""
+    if factory is None:
+        asyncio.run(coro)
+        return
+    loop: asyncio.AbstractEventLoop = factory()
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(coro)
+        pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

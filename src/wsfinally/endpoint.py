@@ -1,0 +1,114 @@
+"""The public ways in: ``async with accept(request) as conn`` and ``@endpoint()``.
+
+Both give the same guarantee: whatever way the handler leaves (returns, raises,
+is cancelled), the connection is ended exactly once and its end callbacks have
+run before control goes on; exceptions and cancellation propagate.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from .connection import Connection
+from .ending import EndReason
+from .server import find_registry
+from .settings import Settings
+
+__all__ = ["accept", "endpoint"]
+
+logger = logging.getLogger("wsfinally")
+
+Handler = Callable[[Connection], Awaitable[None]]
+
+
+def _resolve(request: web.Request, base: Settings, overrides: dict[str, Any]) -> Settings:
+    registry = find_registry(request)
+    if registry is None:
+        return base
+    return Settings.build(registry.settings, **overrides)
+
+
+class accept:  # noqa: N801 - used like a function: ``async with accept(request) as conn``
+    """Prepare the websocket for ``request`` and yield its :class:`Connection`.
+
+    Settings given here override those given to ``setup()``; bad ones raise here.
+    """
+
+    __slots__ = ("_base", "_conn", "_overrides", "_request")
+
+    def __init__(self, request: web.Request, **settings: Any) -> None:
+        self._request = request
+        self._overrides = settings
+        self._base = Settings.build(**settings)  # validates now, naming the bad setting
+        self._conn: Connection | None = None
+
+    async def __aenter__(self) -> Connection:
+        request = self._request
+        registry = find_registry(request)
+        if registry is not None and registry.shutting_down:
+            raise web.HTTPServiceUnavailable(text="server is shutting down")
+        settings = _resolve(request, self._base, self._overrides)
+        ws = web.WebSocketResponse(
+            timeout=settings.close_timeout,
+            receive_timeout=None,
+            autoclose=False,
+            autoping=False,
+            heartbeat=None,
+            # aiohttp rejects a message of exactly max_msg_size; ours admits it
+            max_msg_size=settings.max_message_size + 1,
+            compress=settings.compress,
+            protocols=settings.protocols,
+        )
+        await ws.prepare(request)
+        conn = Connection(request, ws, settings, registry)
+        conn._start()
+        self._conn = conn
+        return conn
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        assert self._conn is not None
+        await self._conn._exit(exc)
+        return False
+
+
+AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def endpoint(**settings: Any) -> Callable[[Handler], AiohttpHandler]:
+    """Decorator: ``async def handler(conn)`` becomes an aiohttp request handler.
+
+    An exception from the handler ends the connection ``handler_error`` (1011) and is
+    logged with the connection id; cancellation propagates.
+    """
+    Settings.build(**settings)  # fail at import time on a bad setting
+
+    def decorate(handler: Handler) -> AiohttpHandler:
+        @functools.wraps(handler)
+        async def aiohttp_handler(request: web.Request) -> web.StreamResponse:
+            ctx = accept(request, **settings)
+            try:
+                async with ctx as conn:
+                    await handler(conn)
+            except Exception as exc:
+                accepted = ctx._conn
+                if accepted is None or accepted.ending is None or accepted.ending.error is not exc:
+                    raise  # the handshake itself failed: aiohttp answers it
+                if accepted.ending.reason is EndReason.HANDLER_ERROR:
+                    logger.error("handler of connection %s raised", accepted.id, exc_info=exc)
+            assert ctx._conn is not None
+            return ctx._conn.response
+
+        return aiohttp_handler
+
+    return decorate

@@ -1,0 +1,131 @@
+"""The registry of live connections and graceful shutdown on aiohttp's app lifecycle.
+
+``setup(app)`` stores a :class:`Registry` under :data:`REGISTRY` and appends its
+``shutdown`` to ``app.on_shutdown`` — aiohttp's documented pattern for closing
+websockets with 1001 — plus a deadline: every connection gets its 1001, handler
+loops end normally, end callbacks run, and whatever lingers is aborted and its
+handler cancelled before the deadline, not after aiohttp's 2 x shutdown_timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .ending import Ending, EndReason
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+__all__ = ["REGISTRY", "Registry", "Stats", "setup"]
+
+logger = logging.getLogger("wsfinally")
+
+#: Close handshakes and end callbacks get this share of the shutdown deadline;
+#: lingering handlers are cancelled at ``_FORCE_AT``; the rest is slack.
+_CLOSE_SHARE = 0.8
+_FORCE_AT = 0.9
+
+
+@dataclass
+class Stats:
+    """Counters kept by the registry (metrics read them)."""
+
+    opened: int = 0
+    endings: Counter[EndReason] = field(default_factory=Counter)
+    callback_failures: int = 0
+    forced_at_shutdown: int = 0
+
+
+class Registry:
+    """Live connections of one application, and its shutdown."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.connections: dict[str, Connection] = {}
+        self.stats = Stats()
+        self.shutting_down = False
+
+    def __len__(self) -> int:
+        return len(self.connections)
+
+    def _add(self, conn: Connection) -> None:
+        self.connections[conn.id] = conn
+        self.stats.opened += 1
+
+    def _ended(self, conn: Connection, ending: Ending) -> None:
+        self.stats.endings[ending.reason] += 1
+
+    def _remove(self, conn: Connection) -> None:
+        self.connections.pop(conn.id, None)
+
+    async def shutdown(self, app: web.Application | None = None) -> None:
+        """Close every connection with 1001 and wait for its ending, within the deadline."""
+        self.shutting_down = True
+        conns = list(self.connections.values())
+        if not conns:
+            return
+        timeout = self.settings.shutdown_timeout
+        started = time.monotonic()
+        close_deadline = started + timeout * _CLOSE_SHARE
+        for conn in conns:
+            conn._shutdown(close_deadline)
+        waiting = [conn._done for conn in conns]
+        _, pending = await asyncio.wait(waiting, timeout=timeout * _FORCE_AT)
+        forced = 0
+        if pending:
+            for conn in conns:
+                if not conn._done.done():
+                    forced += 1
+                    conn._force()
+            remaining = max(0.0, started + timeout - time.monotonic())
+            _, pending = await asyncio.wait(pending, timeout=remaining)
+        self.stats.forced_at_shutdown += forced
+        logger.info(
+            "shutdown: %d connection(s) closed in %.3f s (%d forced, %d unfinished)",
+            len(conns),
+            time.monotonic() - started,
+            forced,
+            len(pending),
+            extra={
+                "wsf": {
+                    "event": "server.shutdown",
+                    "connections": len(conns),
+                    "forced": forced,
+                    "unfinished": len(pending),
+                    "duration_s": round(time.monotonic() - started, 3),
+                }
+            },
+        )
+
+
+REGISTRY: web.AppKey[Registry] = web.AppKey("wsfinally.registry", Registry)
+
+
+def setup(app: web.Application, **defaults: Any) -> Registry:
+    """Install the registry and graceful shutdown on ``app``; ``defaults`` apply to every
+    connection accepted under it (``accept``/``endpoint`` settings override them).
+
+    Call it before the application starts (aiohttp freezes its signals then).
+    """
+    if REGISTRY in app:
+        raise RuntimeError("wsfinally.setup() was already called for this application")
+    registry = Registry(Settings.build(**defaults))
+    app[REGISTRY] = registry
+    app.on_shutdown.append(registry.shutdown)
+    return registry
+
+
+def find_registry(request: web.BaseRequest) -> Registry | None:
+    """The registry of the application serving ``request`` (sub-apps see their parents')."""
+    try:
+        return request.config_dict.get(REGISTRY)  # type: ignore[attr-defined, no-any-return]
+    except AttributeError:
+        return None
