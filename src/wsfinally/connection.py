@@ -96,6 +96,7 @@ class Connection:
 
     __slots__ = (
         "_callbacks",
+        "_cb_deadline",
         "_closing",
         "_conclusion",
         "_deadline",
@@ -160,7 +161,8 @@ class Connection:
         self._done: asyncio.Future[Ending] = self._loop.create_future()
         self._conclusion: asyncio.Task[None] | None = None
         self._reply_reader: asyncio.Task[None] | None = None
-        self._deadline: float | None = None
+        self._deadline: float | None = None  # close handshakes must be over by then
+        self._cb_deadline: float | None = None  # end callbacks must be over by then
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_at = float("inf")
         self._hb_handle: asyncio.TimerHandle | None = None
@@ -509,8 +511,8 @@ class Connection:
     ) -> None:
         """One end callback, bounded and isolated: failures are logged and counted."""
         timeout = self.settings.callback_timeout
-        if self._deadline is not None:
-            timeout = max(0.0, min(timeout, self._deadline - _monotonic()))
+        if self._cb_deadline is not None:
+            timeout = max(0.0, min(timeout, self._cb_deadline - _monotonic()))
         try:
             result = started if started is not None else callback(ending)
             if inspect.isawaitable(result):
@@ -540,8 +542,9 @@ class Connection:
 
     # -- shutdown (called by the registry) ---------------------------------------------------------
 
-    def _shutdown(self, deadline: float) -> None:
-        self._deadline = deadline
+    def _shutdown(self, close_deadline: float, deadline: float) -> None:
+        self._deadline = close_deadline
+        self._cb_deadline = deadline
         # aiohttp's pre_shutdown() marks every protocol closed, which makes it drop
         # incoming data — including the peer's answer to our 1001. Reopen it: this
         # connection was upgraded and never serves another HTTP request.

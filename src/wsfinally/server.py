@@ -76,7 +76,7 @@ class Registry:
         started = time.monotonic()
         close_deadline = started + timeout * _CLOSE_SHARE
         for conn in conns:
-            conn._shutdown(close_deadline)
+            conn._shutdown(close_deadline, started + timeout)
         waiting = [conn._done for conn in conns]
         _, pending = await asyncio.wait(waiting, timeout=timeout * _FORCE_AT)
         forced = 0

@@ -1,0 +1,256 @@
+"""Shared pieces of the functional suites: a probe server, client processes, deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+import wsfinally
+from wsfinally import Connection, Ending
+
+#: Multiplies every deadline in the suites (slow machines: WSFINALLY_TIME_SCALE=3).
+SCALE = float(os.environ.get("WSFINALLY_TIME_SCALE", "1"))
+ROOT = Path(__file__).resolve().parent.parent
+NODE_DIR = ROOT / "tests" / "node"
+
+
+def seconds(s: float) -> float:
+    return s * SCALE
+
+
+async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait until ``check()`` holds, failing with ``what`` after ``timeout`` (scaled)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds(timeout)
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {seconds(timeout):.2f} s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def open_sockets() -> set[str]:
+    """Socket inodes this process holds (pipes and files are not counted)."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            out.add(target)
+    return out
+
+
+def socket_of(conn: Connection) -> str:
+    """The inode link of the server-side socket of ``conn`` (see ``open_sockets``)."""
+    sock = conn.response.get_extra_info("socket")
+    assert sock is not None
+    return os.readlink(f"/proc/self/fd/{sock.fileno()}")
+
+
+class Client:
+    """A client in its own OS process, read line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, argv: list[str]) -> None:
+        self.proc = proc
+        self.argv = argv
+        self.lines: list[str] = []
+
+    @classmethod
+    async def spawn(cls, *argv: str, env: dict[str, str] | None = None) -> Client:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        return cls(proc, list(argv))
+
+    @classmethod
+    async def raw(cls, url: str, scenario: str, *sends: str) -> Client:
+        argv = [sys.executable, "-m", "wsfinally.testing.rawclient", url, scenario]
+        for text in sends:
+            argv += ["--send", text]
+        return await cls.spawn(*argv)
+
+    async def expect(self, prefix: str, timeout: float = 5.0) -> str:
+        """The next line starting with ``prefix`` (earlier lines are kept in ``lines``)."""
+        assert self.proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds(timeout)
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"client never said {prefix!r}; it said {self.lines}")
+            try:
+                raw = await asyncio.wait_for(self.proc.stdout.readline(), remaining)
+            except asyncio.TimeoutError:
+                raise AssertionError(
+                    f"client never said {prefix!r}; it said {self.lines}"
+                ) from None
+            if not raw:
+                raise AssertionError(f"client exited before saying {prefix!r}: {self.lines}")
+            line = raw.decode(errors="replace").rstrip("\n")
+            self.lines.append(line)
+            if line.startswith(prefix):
+                return line
+
+    def signal(self, sig: int) -> None:
+        if self.proc.returncode is None:
+            os.killpg(self.proc.pid, sig)
+
+    async def stop(self) -> None:
+        if self.proc.returncode is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        await self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.feed_eof()
+
+
+class EndedLog(logging.Handler):
+    """Counts ``connection.ended`` log records per connection id."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.ended: Counter[str] = Counter()
+        self.records: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = getattr(record, "wsf", None)
+        if fields and fields.get("event") == "connection.ended":
+            self.ended[fields["id"]] += 1
+            self.records.append(fields)
+
+
+class Probe:
+    """An in-process aiohttp server whose handler records everything the suite checks.
+
+    Handler commands (text): ``raise`` raises, ``close`` closes with 1000, ``sleep``
+    stops reading; anything else is echoed with ``/answer``.
+    """
+
+    def __init__(self, style: str, settings: dict[str, Any], runner_kwargs: dict[str, Any]):
+        self.style = style
+        self.settings = settings
+        self.runner_kwargs = runner_kwargs
+        self.accepted: asyncio.Queue[Connection] = asyncio.Queue()
+        self.conns: dict[str, Connection] = {}
+        self.sync_calls: Counter[str] = Counter()
+        self.async_calls: Counter[str] = Counter()
+        self.endings: dict[str, list[Ending]] = {}
+        self.after_loop: set[str] = set()
+        self.cancel_propagated: set[str] = set()
+        self.error_propagated: set[str] = set()
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self.sockets: dict[str, str] = {}  # conn id -> server-side socket inode
+        self.log = EndedLog()
+        self.url = ""
+        self.registry: wsfinally.Registry | None = None
+        self.runner: web.AppRunner | None = None
+
+    def _register(self, conn: Connection) -> None:
+        self.conns[conn.id] = conn
+        self.sockets[conn.id] = socket_of(conn)
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks[conn.id] = task
+
+        def sync_cb(ending: Ending) -> None:
+            self.sync_calls[conn.id] += 1
+            self.endings.setdefault(conn.id, []).append(ending)
+
+        async def async_cb(ending: Ending) -> None:
+            await asyncio.sleep(0)
+            self.async_calls[conn.id] += 1
+
+        conn.on_end(sync_cb)
+        conn.on_end(async_cb)
+        self.accepted.put_nowait(conn)
+
+    async def _serve(self, conn: Connection) -> None:
+        async for msg in conn:
+            if msg == "raise":
+                raise RuntimeError("probe handler raised")
+            if msg == "close":
+                await conn.close(1000)
+            elif msg == "sleep":
+                await asyncio.sleep(3600)
+            elif isinstance(msg, str):
+                await conn.send(msg + "/answer")
+            else:
+                await conn.send(msg)
+        self.after_loop.add(conn.id)
+
+    async def _accept_handler(self, request: web.Request) -> web.StreamResponse:
+        conn: Connection | None = None
+        try:
+            async with wsfinally.accept(request) as conn:
+                self._register(conn)
+                await self._serve(conn)
+            return conn.response
+        except asyncio.CancelledError:
+            if conn is not None:
+                self.cancel_propagated.add(conn.id)
+            raise
+        except Exception:
+            if conn is not None:
+                self.error_propagated.add(conn.id)
+            raise
+
+    async def _endpoint_handler(self, request: web.Request) -> web.StreamResponse:
+        task = asyncio.current_task()
+        try:
+            return await self._endpoint(request)
+        except asyncio.CancelledError:
+            for cid, t in self.tasks.items():
+                if t is task:
+                    self.cancel_propagated.add(cid)
+            raise
+
+    async def start(self) -> Probe:
+        logging.getLogger("wsfinally").addHandler(self.log)
+        logging.getLogger("wsfinally").setLevel(logging.INFO)
+
+        @wsfinally.endpoint()
+        async def probe_endpoint(conn: Connection) -> None:
+            self._register(conn)
+            await self._serve(conn)
+
+        self._endpoint = probe_endpoint
+        app = web.Application()
+        self.registry = wsfinally.setup(app, **self.settings)
+        handler = self._accept_handler if self.style == "accept" else self._endpoint_handler
+        app.router.add_get("/ws", handler)
+        self.runner = web.AppRunner(app, **self.runner_kwargs)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = self.runner.addresses[0][1]
+        self.url = f"ws://127.0.0.1:{port}/ws"
+        return self
+
+    async def next_conn(self, timeout: float = 5.0) -> Connection:
+        return await asyncio.wait_for(self.accepted.get(), seconds(timeout))
+
+    async def ended(self, conn: Connection, timeout: float) -> Ending:
+        return await asyncio.wait_for(conn.wait_ended(), seconds(timeout))
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        logging.getLogger("wsfinally").removeHandler(self.log)
