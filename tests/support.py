@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -21,6 +22,7 @@ from wsfinally import Connection, Ending
 SCALE = float(os.environ.get("WSFINALLY_TIME_SCALE", "1"))
 ROOT = Path(__file__).resolve().parent.parent
 NODE_DIR = ROOT / "tests" / "node"
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def seconds(s: float) -> float:
@@ -84,8 +86,11 @@ class Client:
             argv += ["--send", text]
         return await cls.spawn(*argv)
 
-    async def expect(self, prefix: str, timeout: float = 5.0) -> str:
-        """The next line starting with ``prefix`` (earlier lines are kept in ``lines``)."""
+    async def expect(self, prefix: str, timeout: float = 5.0, *, anywhere: bool = False) -> str:
+        """The next line starting with ``prefix`` (or holding it, with ``anywhere``).
+
+        Lines read on the way are kept in ``lines``.
+        """
         assert self.proc.stdout is not None
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds(timeout)
@@ -103,8 +108,50 @@ class Client:
                 raise AssertionError(f"client exited before saying {prefix!r}: {self.lines}")
             line = raw.decode(errors="replace").rstrip("\n")
             self.lines.append(line)
-            if line.startswith(prefix):
+            if line.startswith(prefix) or (anywhere and prefix in line):
                 return line
+
+    async def expect_event(self, event: str, timeout: float = 5.0) -> dict[str, Any]:
+        """The next JSON log line whose ``event`` is ``event``."""
+        while True:
+            line = await self.expect("{", timeout)
+            try:
+                fields = json.loads(line)
+            except ValueError:
+                continue
+            if fields.get("event") == event:
+                return dict(fields)
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        """Every JSON log line with ``event`` read so far."""
+        out = []
+        for line in self.lines:
+            if line.startswith("{"):
+                try:
+                    fields = json.loads(line)
+                except ValueError:
+                    continue
+                if fields.get("event") == event:
+                    out.append(fields)
+        return out
+
+    async def rest(self, timeout: float = 5.0) -> int:
+        """Read every remaining line until the process exits; its exit code."""
+        assert self.proc.stdout is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds(timeout)
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise AssertionError(f"process did not exit; it said {self.lines[-20:]}")
+            try:
+                raw = await asyncio.wait_for(self.proc.stdout.readline(), remaining)
+            except asyncio.TimeoutError:
+                raise AssertionError(f"process did not exit; it said {self.lines[-20:]}") from None
+            if not raw:
+                break
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+        return await asyncio.wait_for(self.proc.wait(), seconds(timeout))
 
     def signal(self, sig: int) -> None:
         if self.proc.returncode is None:
@@ -140,7 +187,8 @@ class Probe:
     """An in-process aiohttp server whose handler records everything the suite checks.
 
     Handler commands (text): ``raise`` raises, ``close`` closes with 1000, ``sleep``
-    stops reading; anything else is echoed with ``/answer``.
+    stops reading, ``flood`` sends 64 KiB binary messages until a send fails;
+    anything else is echoed with ``/answer``.
     """
 
     def __init__(self, style: str, settings: dict[str, Any], runner_kwargs: dict[str, Any]):
@@ -189,6 +237,10 @@ class Probe:
                 await conn.close(1000)
             elif msg == "sleep":
                 await asyncio.sleep(3600)
+            elif msg == "flood":
+                chunk = b"x" * 65536
+                while True:
+                    await conn.send(chunk)
             elif isinstance(msg, str):
                 await conn.send(msg + "/answer")
             else:

@@ -43,6 +43,28 @@ class ExitPath:
 
 PATHS = [
     ExitPath(
+        "client_frozen_while_send_blocked",
+        "hold",
+        R.HEARTBEAT_TIMEOUT,
+        1006,
+        False,
+        sends=("flood",),
+        act="sigstop",
+        settings=FAST_HEARTBEAT,
+        after_loop=False,
+        bound=0.6 + 1.0,
+    ),
+    ExitPath(
+        "client_silent_past_idle_timeout",
+        "hold",
+        R.IDLE_TIMEOUT,
+        1000,
+        True,
+        settings={"idle_timeout": 0.3},
+        client_sees="closed 1000",
+        bound=0.6 + 0.6,
+    ),
+    ExitPath(
         "client_close_1000", "close:1000", R.CLIENT_CLOSED, 1000, True, client_sees="closed 1000"
     ),
     ExitPath(

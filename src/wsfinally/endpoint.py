@@ -82,6 +82,10 @@ class accept:  # noqa: N801 - used like a function: ``async with accept(request)
         return False
 
 
+def ending_id(ctx: accept) -> str:
+    return ctx._conn.id if ctx._conn is not None else "?"
+
+
 AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -101,11 +105,14 @@ def endpoint(**settings: Any) -> Callable[[Handler], AiohttpHandler]:
                 async with ctx as conn:
                     await handler(conn)
             except Exception as exc:
-                accepted = ctx._conn
-                if accepted is None or accepted.ending is None or accepted.ending.error is not exc:
+                ending = ctx._conn.ending if ctx._conn is not None else None
+                if ending is None:
                     raise  # the handshake itself failed: aiohttp answers it
-                if accepted.ending.reason is EndReason.HANDLER_ERROR:
-                    logger.error("handler of connection %s raised", accepted.id, exc_info=exc)
+                if ending.reason is EndReason.HANDLER_ERROR:
+                    logger.error("handler of connection %s raised", ending_id(ctx), exc_info=exc)
+                elif ending.error is not exc and not isinstance(exc, ConnectionResetError):
+                    raise
+                # else: the connection had ended already; the error is its consequence
             assert ctx._conn is not None
             return ctx._conn.response
 
