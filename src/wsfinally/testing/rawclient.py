@@ -7,7 +7,8 @@ or reset its connection::
 
 It prints one line per event on stdout (flushed): ``ready`` once the handshake
 completed, ``text <data>`` for each text message (binary ones are read silently),
-``closed <code>`` when a close frame arrives, ``eof`` when the server closed TCP, ``done`` before exiting.
+``closed <code>`` when a close frame arrives, ``eof`` when the server closed TCP,
+``done`` before exiting.
 
 Scenarios (what the client does after sending each ``--send`` text):
 
