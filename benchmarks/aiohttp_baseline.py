@@ -332,7 +332,8 @@ async def frozen_reader_while_sending() -> Result:
         return (
             f"send_bytes() stayed blocked in drain; meanwhile {state} "
             f"(heartbeat gave up but the send was not woken); {accepted}{after_kill}",
-            f"never (> {bound:.0f} s); blocked since {secs(blocked_since - t_stop)} after SIGSTOP",
+            f"never (> {bound:.0f} s): still blocked {secs(t_kill - max(blocked_since, t_stop))} "
+            f"after SIGSTOP (the blocked send began {secs(blocked_since - t_stop)} after it)",
         )
 
 
@@ -348,10 +349,12 @@ async def runner_cleanup() -> Result:
             took = "never (> 15 s)"
         await client.wait_line("eof", 3)
         await wait_event(probe.ended, 1)
+        end = probe.marks.get("after_loop") or probe.marks.get("cancelled")
+        at = f"handler ended {secs(end - t0)} into cleanup()" if end else "handler never ended"
         return (
             f"{probe.how_it_ended()}, close_code={probe.close_code}; client got "
             f"{client.close_frame()}{', then EOF' if client.first('eof') else ''}",
-            f"cleanup() took {took} (shutdown_timeout=2)",
+            f"cleanup() took {took} (shutdown_timeout=2); {at}",
         )
 
 
@@ -429,6 +432,7 @@ def run_on(loop_name: str) -> list[tuple[str, str, str]]:
     else:
         factory = asyncio.new_event_loop
     loop = factory()
+    print(f"\n### event loop: {loop_name} ({type(loop).__module__}.{type(loop).__name__})\n")
     try:
         return loop.run_until_complete(run_all())
     finally:
@@ -451,7 +455,6 @@ def main() -> int:
     try:
         for loop_name in loops:
             rows = run_on(loop_name)
-            print(f"\n### event loop: {loop_name}\n")
             print("| situation | what plain aiohttp did | measured figure |")
             print("|---|---|---|")
             for row in rows:

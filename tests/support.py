@@ -68,10 +68,12 @@ class Client:
         self.lines: list[str] = []
 
     @classmethod
-    async def spawn(cls, *argv: str, env: dict[str, str] | None = None) -> Client:
+    async def spawn(
+        cls, *argv: str, env: dict[str, str] | None = None, stdin: bool = False
+    ) -> Client:
         proc = await asyncio.create_subprocess_exec(
             *argv,
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             env={**os.environ, **(env or {})},
@@ -80,11 +82,19 @@ class Client:
         return cls(proc, list(argv))
 
     @classmethod
-    async def raw(cls, url: str, scenario: str, *sends: str) -> Client:
+    async def raw(cls, url: str, scenario: str, *sends: str, wait: bool = False) -> Client:
+        """The raw-socket client; with ``wait`` it acts only after ``go()``."""
         argv = [sys.executable, "-m", "wsfinally.testing.rawclient", url, scenario]
         for text in sends:
             argv += ["--send", text]
-        return await cls.spawn(*argv)
+        if wait:
+            argv.append("--wait")
+        return await cls.spawn(*argv, stdin=wait)
+
+    def go(self) -> None:
+        """Tell a ``wait`` client to act now."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
 
     async def expect(self, prefix: str, timeout: float = 5.0, *, anywhere: bool = False) -> str:
         """The next line starting with ``prefix`` (or holding it, with ``anywhere``).
@@ -204,6 +214,7 @@ class Probe:
         self.cancel_propagated: set[str] = set()
         self.error_propagated: set[str] = set()
         self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self.ended_at: dict[str, float] = {}  # loop time of the first end callback
         self.sockets: dict[str, str] = {}  # conn id -> server-side socket inode
         self.log = EndedLog()
         self.url = ""
@@ -218,6 +229,7 @@ class Probe:
         self.tasks[conn.id] = task
 
         def sync_cb(ending: Ending) -> None:
+            self.ended_at[conn.id] = asyncio.get_running_loop().time()
             self.sync_calls[conn.id] += 1
             self.endings.setdefault(conn.id, []).append(ending)
 

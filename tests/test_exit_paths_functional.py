@@ -203,16 +203,19 @@ async def test_exit_path(path: ExitPath, style: str, probe: Any, clients: list[C
     p: Probe = await probe(style, runner_kwargs=path.runner, **path.settings)
     tasks_before = asyncio.all_tasks()
 
-    client = await Client.raw(p.url, path.scenario, *path.sends)
+    client = await Client.raw(p.url, path.scenario, *path.sends, wait=True)
     clients.append(client)
     conn = await p.next_conn()
     await client.expect("ready")
     server_socket = p.sockets[conn.id]
-    if path.sends:
-        await eventually(lambda: conn.messages_in >= len(path.sends), 2, "the sent messages")
 
     loop = asyncio.get_running_loop()
     cause_at = loop.time()
+    client.go()
+    if path.sends:  # the messages are the cause, or they prepare the act that is
+        await eventually(lambda: conn.messages_in >= len(path.sends), 2, "the sent messages")
+        if path.act is not None:
+            cause_at = loop.time()
     shutdown: asyncio.Task[None] | None = None
     if path.act == "sigkill":
         client.signal(signal.SIGKILL)
@@ -223,8 +226,8 @@ async def test_exit_path(path: ExitPath, style: str, probe: Any, clients: list[C
     elif path.act == "cancel":
         p.tasks[conn.id].cancel()
 
-    ending = await p.ended(conn, path.bound)
-    elapsed = loop.time() - cause_at
+    ending = await p.ended(conn, path.bound + 1)
+    elapsed = p.ended_at[conn.id] - cause_at
 
     assert (ending.reason, ending.code, ending.clean) == (path.reason, path.code, path.clean), (
         ending

@@ -155,9 +155,11 @@ def serve_frames(peer: Peer, *, answer_close: bool, keep_open: bool) -> None:
                 continue  # wait for the server to close TCP (RFC 6455 7.1.1)
 
 
-def run(url: str, scenario: str, sends: list[str], timeout: float) -> None:
+def run(url: str, scenario: str, sends: list[str], timeout: float, wait: bool = False) -> None:
     peer = Peer(url, timeout)
     say("ready")
+    if wait:  # act only when told: lets a harness time the cause precisely
+        sys.stdin.readline()
     for text in sends:
         peer.send(OP_TEXT, text.encode())
     name, _, arg = scenario.partition(":")
@@ -200,9 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("scenario")
     parser.add_argument("--send", action="append", default=[], help="text to send first")
     parser.add_argument("--timeout", type=float, default=10.0, help="connect timeout")
+    parser.add_argument("--wait", action="store_true", help="after 'ready', wait for a stdin line")
     args = parser.parse_args(argv)
     try:
-        run(args.url, args.scenario, args.send, args.timeout)
+        run(args.url, args.scenario, args.send, args.timeout, args.wait)
     except (ConnectionError, OSError) as exc:
         say(f"error {type(exc).__name__}: {exc}")
         return 1
