@@ -217,6 +217,17 @@ class Client:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), deadline - now())
 
+    def frozen_check(self) -> str:
+        """'' while the process is still stopped; else a warning (the measure is void)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                state = f.read().rpartition(") ")[2][:1]
+        except OSError:
+            state = "?" if sys.platform != "linux" and self.proc.returncode is None else "gone"
+        if state in ("T", "t", "?"):
+            return ""
+        return f" — INVALID: client process not frozen (state {state}, rc={self.proc.returncode})"
+
     def close_frame(self) -> str:
         hit = self.first("closed ")
         return f"close frame {hit[1].split()[1]}" if hit else "no close frame"
@@ -270,9 +281,10 @@ async def frozen_no_heartbeat() -> Result:
         if await wait_event(probe.ended, bound):
             return (
                 f"loop ended, close_code={probe.close_code}; {probe.how_it_ended()}",
-                secs(probe.marks.get("after_loop", now()) - t_stop),
+                secs(probe.marks.get("after_loop", now()) - t_stop) + client.frozen_check(),
             )
         closed = probe.ws is not None and probe.ws.closed
+        check = client.frozen_check()
         client.signal(signal.SIGKILL)
         t_kill = now()
         late = await wait_event(probe.ended, 5)
@@ -280,7 +292,7 @@ async def frozen_no_heartbeat() -> Result:
         return (
             f"`async for` kept waiting, ws.closed={closed}: the frozen peer went unnoticed"
             f"{after_kill}",
-            f"never (> {bound:.0f} s)",
+            f"never (> {bound:.0f} s){check}",
         )
 
 
@@ -299,7 +311,7 @@ async def frozen_heartbeat() -> Result:
             f"loop ended after the PONG timeout; close_code={probe.close_code}, "
             f"exception()={exc}, loop body saw {probe.seen or 'nothing'}; {probe.how_it_ended()}",
             f"{secs(end - t_stop)} SIGSTOP → loop end "
-            f"({secs(end - probe.marks['prepared'])} after prepare)",
+            f"({secs(end - probe.marks['prepared'])} after prepare){client.frozen_check()}",
         )
 
 
@@ -314,11 +326,13 @@ async def frozen_reader_while_sending() -> Result:
         ended = await wait_event(probe.ended, bound)
         after = [s for s in probe.sends if s[1] > t_stop]
         accepted = f"{len(after)} × 64 KiB accepted after SIGSTOP"
+        check = client.frozen_check()
         if ended:
             blocked = probe.marks["raised"] - (probe.send_started or t_stop)
             return (
                 f"send_bytes() raised {probe.raised!r} (close_code={probe.close_code}); {accepted}",
-                f"blocked {secs(blocked)} in send; ended {secs(now() - t_stop)} after SIGSTOP",
+                f"blocked {secs(blocked)} in send; ended {secs(now() - t_stop)} after SIGSTOP"
+                + check,
             )
         blocked_since = probe.send_started or t_stop
         ws = probe.ws
@@ -329,11 +343,17 @@ async def frozen_reader_while_sending() -> Result:
         after_kill = (
             f"; after SIGKILL: {probe.how_it_ended()} in {secs(now() - t_kill)}" if late else ""
         )
+        gave_up = ws is not None and ws.close_code is not None
+        woken = " (heartbeat gave up, but the blocked send was not woken)" if gave_up else ""
+        began = (
+            "the send in flight at SIGSTOP never returned"
+            if blocked_since <= t_stop
+            else f"blocked from {secs(blocked_since - t_stop)} after SIGSTOP"
+        )
         return (
-            f"send_bytes() stayed blocked in drain; meanwhile {state} "
-            f"(heartbeat gave up but the send was not woken); {accepted}{after_kill}",
-            f"never (> {bound:.0f} s): still blocked {secs(t_kill - max(blocked_since, t_stop))} "
-            f"after SIGSTOP (the blocked send began {secs(blocked_since - t_stop)} after it)",
+            f"send_bytes() stayed blocked in drain; meanwhile {state}{woken}; "
+            f"{accepted}{after_kill}",
+            f"never (> {bound:.0f} s): {began}" + check,
         )
 
 
