@@ -19,6 +19,7 @@ import json
 import signal
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,12 @@ async def once(path: ExitPath) -> tuple[float, str]:
     try:
         conn = await p.next_conn()
         await client.expect("ready")
-        loop = asyncio.get_running_loop()
-        cause_at = loop.time()
+        cause_at = time.monotonic()
         client.go()
         if path.sends:  # the messages are the cause, or they prepare the act that is
             await eventually(lambda: conn.messages_in >= len(path.sends), 2, "the messages")
             if path.act is not None:
-                cause_at = loop.time()
+                cause_at = time.monotonic()
         stopping = None
         if path.act == "sigkill":
             client.signal(signal.SIGKILL)

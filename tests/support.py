@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,12 @@ def socket_of(conn: Connection) -> str:
     sock = conn.response.get_extra_info("socket")
     assert sock is not None
     return os.readlink(f"/proc/self/fd/{sock.fileno()}")
+
+
+def conn_buffered(conn: Connection) -> int:
+    """Bytes our side holds for the peer (the transport's write buffer)."""
+    transport = conn.request.transport
+    return transport.get_write_buffer_size() if transport is not None else 0
 
 
 class Client:
@@ -197,7 +204,8 @@ class Probe:
     """An in-process aiohttp server whose handler records everything the suite checks.
 
     Handler commands (text): ``raise`` raises, ``close`` closes with 1000, ``sleep``
-    stops reading, ``flood`` sends 64 KiB binary messages until a send fails;
+    stops reading, ``sleep:S`` stops reading for S seconds, ``fill`` sends until our
+    buffer holds unread data, ``flood`` sends 64 KiB binary messages until a send fails;
     anything else is echoed with ``/answer``.
     """
 
@@ -214,7 +222,7 @@ class Probe:
         self.cancel_propagated: set[str] = set()
         self.error_propagated: set[str] = set()
         self.tasks: dict[str, asyncio.Task[Any]] = {}
-        self.ended_at: dict[str, float] = {}  # loop time of the first end callback
+        self.ended_at: dict[str, float] = {}  # time.monotonic() of the first end callback
         self.sockets: dict[str, str] = {}  # conn id -> server-side socket inode
         self.log = EndedLog()
         self.url = ""
@@ -229,7 +237,7 @@ class Probe:
         self.tasks[conn.id] = task
 
         def sync_cb(ending: Ending) -> None:
-            self.ended_at[conn.id] = asyncio.get_running_loop().time()
+            self.ended_at[conn.id] = time.monotonic()
             self.sync_calls[conn.id] += 1
             self.endings.setdefault(conn.id, []).append(ending)
 
@@ -249,6 +257,11 @@ class Probe:
                 await conn.close(1000)
             elif msg == "sleep":
                 await asyncio.sleep(3600)
+            elif msg.startswith("sleep:"):
+                await asyncio.sleep(float(msg[6:]))
+            elif msg == "fill":  # send until our own buffer holds data the peer has not read
+                while conn.response.get_extra_info("socket") and not conn_buffered(conn):
+                    await conn.send(b"x" * 65536)
             elif msg == "flood":
                 chunk = b"x" * 65536
                 while True:

@@ -138,17 +138,19 @@ async def test_callback_registered_after_the_end_runs_at_once(clients: list[Clie
         await runner.cleanup()
 
 
-async def test_close_is_idempotent_and_a_no_op_after_the_end(clients: list[Client]) -> None:
+async def test_close_is_idempotent_and_returns_with_the_ending_recorded(
+    clients: list[Client],
+) -> None:
     results: asyncio.Queue[Ending] = asyncio.Queue()
 
     @wsfinally.endpoint()
     async def handler(conn: Connection) -> None:
+        conn.on_end(results.put_nowait)
         async for _ in conn:
             await conn.close(4000, "first")
+            assert conn.ending is not None and results.qsize() == 1  # recorded, callbacks ran
             await conn.close(1000, "second")
         await conn.close(1001)
-        assert conn.ending is None  # the ending is produced when the handler leaves
-        conn.on_end(results.put_nowait)
 
     app = web.Application()
     wsfinally.setup(app)
@@ -158,8 +160,10 @@ async def test_close_is_idempotent_and_a_no_op_after_the_end(clients: list[Clien
         client = await Client.raw(url, "hold", "bye")
         clients.append(client)
         await client.expect("closed 4000")
+        await client.expect("eof")
         ending = await asyncio.wait_for(results.get(), seconds(3))
         assert (ending.reason, ending.code, ending.clean) == (EndReason.SERVER_CLOSED, 4000, True)
+        assert results.empty()
     finally:
         await runner.cleanup()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -209,13 +210,12 @@ async def test_exit_path(path: ExitPath, style: str, probe: Any, clients: list[C
     await client.expect("ready")
     server_socket = p.sockets[conn.id]
 
-    loop = asyncio.get_running_loop()
-    cause_at = loop.time()
+    cause_at = time.monotonic()
     client.go()
     if path.sends:  # the messages are the cause, or they prepare the act that is
         await eventually(lambda: conn.messages_in >= len(path.sends), 2, "the sent messages")
         if path.act is not None:
-            cause_at = loop.time()
+            cause_at = time.monotonic()
     shutdown: asyncio.Task[None] | None = None
     if path.act == "sigkill":
         client.signal(signal.SIGKILL)

@@ -101,9 +101,11 @@ class Connection:
         "_conclusion",
         "_deadline",
         "_done",
+        "_finished",
         "_hb_handle",
         "_idle_handle",
         "_idle_seen",
+        "_left",
         "_life",
         "_loop",
         "_ping_at",
@@ -158,7 +160,9 @@ class Connection:
         self._reading = False  # a task is inside response.receive()
         self._callbacks: list[EndCallback] = []
         self._stopped: asyncio.Future[None] = self._loop.create_future()
-        self._done: asyncio.Future[Ending] = self._loop.create_future()
+        self._done: asyncio.Future[Ending] = self._loop.create_future()  # Ending + callbacks
+        self._finished: asyncio.Future[None] = self._loop.create_future()  # ...and handler left
+        self._left = False
         self._conclusion: asyncio.Task[None] | None = None
         self._reply_reader: asyncio.Task[None] | None = None
         self._deadline: float | None = None  # close handshakes must be over by then
@@ -186,9 +190,13 @@ class Connection:
                 await self._wait_stopped()
                 raise StopAsyncIteration
             self._reading = True
-            msg = await ws.receive()
-            self._reading = False
+            try:
+                msg = await ws.receive()
+            finally:
+                self._reading = False
             kind = msg.type
+            if self._closing and kind is not _CLOSE:
+                continue  # a close started while we waited: read its reply (RFC 6455 1.4)
             if kind is _TEXT:
                 text: str = msg.data
                 self.messages_in += 1
@@ -228,28 +236,29 @@ class Connection:
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with ``code`` (ending ``server_closed``) and wait for the peer's answer.
 
-        Waits at most ``close_timeout``; then the transport is aborted and the
-        ending says ``clean=False``. Idempotent; a no-op once the connection ends.
+        Waits at most ``close_timeout``; then the transport is aborted and the ending
+        says ``clean=False``. When it returns, ``ending`` is set and the end callbacks
+        have run. Idempotent; a no-op once the connection has ended.
         """
         if not is_wire_code(code):
             raise ValueError(f"close code {code} may not be sent in a close frame (RFC 6455 7.4)")
         if self._life.observe(EndReason.SERVER_CLOSED, code=code):
             self._send_close(code, reason.encode("utf-8"))
         await self._wait_stopped()
+        if self.ending is None and self._conclusion is not None:
+            await asyncio.shield(self._done)  # the Ending is recorded when close() returns
 
     def on_end(self, callback: EndCallback) -> None:
         """Run ``callback(ending)`` once when the connection ends (sync or async).
 
-        Registered after the end, it runs at once (an async one as a task).
+        Registered after the end, it runs at once, in a task of its own.
         """
         if self.ending is None:
             self._callbacks.append(callback)
             return
-        result = callback(self.ending)
-        if inspect.isawaitable(result):
-            task = self._loop.create_task(self._run_callback(callback, result, self.ending))
-            _late_callbacks.add(task)
-            task.add_done_callback(_late_callbacks.discard)
+        task = self._loop.create_task(self._run_callback(callback, self.ending))
+        _late_callbacks.add(task)
+        task.add_done_callback(_late_callbacks.discard)
 
     @property
     def closed(self) -> bool:
@@ -273,9 +282,12 @@ class Connection:
             self._hb_handle = self._loop.call_later(s.ping_interval, self._hb_tick)
         if s.idle_timeout is not None:
             self._idle_handle = self._loop.call_later(s.idle_timeout, self._idle_tick)
-        if self._registry is not None:
-            self._registry._add(self)
         log.opened(self)
+        registry = self._registry
+        if registry is not None:
+            registry._add(self)
+            if registry.shutting_down:  # accepted while the shutdown was under way
+                self._shutdown(*registry._deadlines)
 
     # -- observations ----------------------------------------------------------------
 
@@ -290,10 +302,12 @@ class Connection:
             self._close_transport()
         elif kind is WSMsgType.ERROR:
             if isinstance(data, WebSocketError):
-                # aiohttp has sent data.code and is closing the transport itself
+                # aiohttp has sent data.code and is closing the transport itself; a peer
+                # that does not read would keep it open: bound it
                 life.observe(reason_for_frame_error(data.code), code=data.code, error=data)
                 life.close_sent(data.code)
                 self._closing = True
+                self._arm_watchdog(self._close_budget())
             else:
                 life.lost(data if isinstance(data, BaseException) else None)
         elif not life.decided:  # CLOSED / CLOSING: the stream ended under us
@@ -303,9 +317,16 @@ class Connection:
         """Called by the parser tap from aiohttp's ``connection_lost``: at once, once."""
         if self._stopped.done():
             return
-        self._life.lost(we_closed=self._closing or self.response.closed)
+        life = self._life
+        life.lost(we_closed=self._closing or self.response.closed)
         self._cancel_timers()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self._stopped.set_result(None)
+        if life.decided and self._conclusion is None:
+            # the Ending does not wait for a handler busy elsewhere (a push loop, a queue)
+            self._conclusion = self._loop.create_task(self._conclude())
 
     def _transport_gone(self) -> bool:
         return self._life.transport_lost or self._transport.is_closing()
@@ -326,7 +347,7 @@ class Connection:
             return
         if self._transport.is_closing():
             return
-        self._transport.write(_PING)  # never queued behind a blocked send(): written directly
+        self._transport.write(_PING)  # written even while a send() waits in drain()
         self._ping_at = now
         self._hb_handle = self._loop.call_later(s.ping_timeout, self._hb_check)
 
@@ -334,7 +355,9 @@ class Connection:
         self._hb_handle = None
         s = self.settings
         assert s.ping_interval is not None and self._ping_at is not None
-        if self._rx_at >= self._ping_at:
+        if self._rx_at >= self._ping_at or getattr(self.request.protocol, "_reading_paused", False):
+            # data came in; or aiohttp paused reading because our handler does not read,
+            # so a pong may be waiting unseen: that silence is ours, not the peer's
             wait = max(0.0, self._rx_at + s.ping_interval - _monotonic())
             self._hb_handle = self._loop.call_later(wait, self._hb_tick)
             return
@@ -354,10 +377,11 @@ class Connection:
             self._ensure_reply_reader()
 
     def _cancel_timers(self) -> None:
-        for handle in (self._hb_handle, self._idle_handle, self._watchdog):
+        """Stop the heartbeat and idle timers (the watchdog lives until the transport is gone)."""
+        for handle in (self._hb_handle, self._idle_handle):
             if handle is not None:
                 handle.cancel()
-        self._hb_handle = self._idle_handle = self._watchdog = None
+        self._hb_handle = self._idle_handle = None
 
     # -- closing ---------------------------------------------------------------------------
 
@@ -459,8 +483,19 @@ class Connection:
                 life.observe(reason, error=exc if how is Exit.RAISED else None)
         if self._conclusion is None:
             self._conclusion = self._loop.create_task(self._conclude())
-        # shielded: a second cancellation propagates at once, the ending still completes
-        await asyncio.shield(self._conclusion)
+        self._left = True
+        try:
+            # shielded: a second cancellation propagates at once, the ending still completes
+            await asyncio.shield(self._conclusion)
+        finally:
+            self._conclusion.add_done_callback(self._release)
+
+    def _release(self, _: object = None) -> None:
+        """The handler has left and the ending is complete: let the registry forget us."""
+        if self._left and self._done.done() and not self._finished.done():
+            self._finished.set_result(None)
+            if self._registry is not None:
+                self._registry._remove(self)
 
     async def _conclude(self) -> None:
         life = self._life
@@ -473,6 +508,7 @@ class Connection:
             if life.reason is EndReason.CANCELLED:
                 self._close_transport()  # best effort: the reply is not awaited
             elif not self._stopped.done():
+                self._arm_watchdog(self._close_budget())
                 await self._wait_stopped()
         except asyncio.CancelledError as exc:  # the loop is being torn down: end now
             interrupted = exc
@@ -495,35 +531,42 @@ class Connection:
         if self._registry is not None:
             self._registry._ended(self, ending)
         log.ended(self, ending)
-        try:
-            for callback in self._callbacks:
-                await self._run_callback(callback, None, ending)
-        finally:
-            self._callbacks.clear()
-            if self._registry is not None:
-                self._registry._remove(self)
-            self._done.set_result(ending)
+        for callback in self._callbacks:
+            try:
+                await self._run_callback(callback, ending)
+            except asyncio.CancelledError as exc:  # torn down: the others still run
+                interrupted = exc
+        self._callbacks.clear()
+        self._done.set_result(ending)
+        self._release()
         if interrupted is not None:
             raise interrupted
 
-    async def _run_callback(
-        self, callback: EndCallback, started: Awaitable[None] | None, ending: Ending
-    ) -> None:
-        """One end callback, bounded and isolated: failures are logged and counted."""
+    async def _run_callback(self, callback: EndCallback, ending: Ending) -> None:
+        """One end callback, bounded and isolated: failures are logged and counted.
+
+        An async callback runs as its own task and is abandoned (cancelled, not waited
+        for) at its timeout, so one that ignores cancellation cannot hold us up.
+        """
         timeout = self.settings.callback_timeout
         if self._cb_deadline is not None:
             timeout = max(0.0, min(timeout, self._cb_deadline - _monotonic()))
         try:
-            result = started if started is not None else callback(ending)
-            if inspect.isawaitable(result):
-                await asyncio.wait_for(result, timeout)
-        except asyncio.TimeoutError:
-            self._callback_failed(callback, f"outlived its {timeout:.3g} s timeout", None)
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if task is None or not hasattr(task, "cancelling") or task.cancelling():
-                raise
-            self._callback_failed(callback, "was cancelled", None)
+            result = callback(ending)
+            if not inspect.isawaitable(result):
+                return
+            task = asyncio.ensure_future(result)
+            done, _ = await asyncio.wait((task,), timeout=timeout)
+            if not done:
+                task.cancel()
+                self._callback_failed(callback, f"outlived its {timeout:.3g} s timeout", None)
+            elif task.cancelled():
+                self._callback_failed(callback, "was cancelled", None)
+            elif task.exception() is not None:
+                error = task.exception()
+                self._callback_failed(
+                    callback, "raised", error if isinstance(error, Exception) else None
+                )
         except Exception as exc:
             self._callback_failed(callback, "raised", exc)
 
@@ -560,5 +603,5 @@ class Connection:
     def _force(self) -> None:
         """The shutdown deadline is near: drop the transport, cancel a handler that lingers."""
         self._abort()
-        if self._conclusion is None and self._task is not None and not self._task.done():
+        if not self._left and self._task is not None and not self._task.done():
             self._task.cancel()

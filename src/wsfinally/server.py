@@ -52,6 +52,7 @@ class Registry:
         self.connections: dict[str, Connection] = {}
         self.stats = Stats()
         self.shutting_down = False
+        self._deadlines = (0.0, 0.0)  # (close handshakes, everything), monotonic
 
     def __len__(self) -> int:
         return len(self.connections)
@@ -67,43 +68,42 @@ class Registry:
         self.connections.pop(conn.id, None)
 
     async def shutdown(self, app: web.Application | None = None) -> None:
-        """Close every connection with 1001 and wait for its ending, within the deadline."""
-        self.shutting_down = True
-        conns = list(self.connections.values())
-        if not conns:
-            return
-        timeout = self.settings.shutdown_timeout
+        """Close every connection with 1001 and wait until each has ended and its handler
+        has left, within ``shutdown_timeout``; then abort and cancel what lingers."""
         started = time.monotonic()
-        close_deadline = started + timeout * _CLOSE_SHARE
-        for conn in conns:
-            conn._shutdown(close_deadline, started + timeout)
-        waiting = [conn._done for conn in conns]
-        _, pending = await asyncio.wait(waiting, timeout=timeout * _FORCE_AT)
+        timeout = self.settings.shutdown_timeout
+        self._deadlines = (started + timeout * _CLOSE_SHARE, started + timeout)
+        self.shutting_down = True  # from here on, _start() shuts new arrivals down too
+        for conn in list(self.connections.values()):
+            conn._shutdown(*self._deadlines)
+        total = len(self.connections)
+        await self._wait_finished(started + timeout * _FORCE_AT)
         forced = 0
-        if pending:
-            for conn in conns:
-                if not conn._done.done():
-                    forced += 1
-                    conn._force()
-            remaining = max(0.0, started + timeout - time.monotonic())
-            _, pending = await asyncio.wait(pending, timeout=remaining)
+        for conn in list(self.connections.values()):
+            if not conn._finished.done():
+                forced += 1
+                conn._force()
+        unfinished = await self._wait_finished(started + timeout)
         self.stats.forced_at_shutdown += forced
+        took = time.monotonic() - started
+        fields = {"event": "server.shutdown", "connections": total, "forced": forced,
+                  "unfinished": unfinished, "duration_s": round(took, 3)}  # fmt: skip
         logger.info(
             "shutdown: %d connection(s) closed in %.3f s (%d forced, %d unfinished)",
-            len(conns),
-            time.monotonic() - started,
-            forced,
-            len(pending),
-            extra={
-                "wsf": {
-                    "event": "server.shutdown",
-                    "connections": len(conns),
-                    "forced": forced,
-                    "unfinished": len(pending),
-                    "duration_s": round(time.monotonic() - started, 3),
-                }
-            },
-        )
+            total, took, forced, unfinished, extra={"wsf": fields},
+        )  # fmt: skip
+
+    async def _wait_finished(self, until: float) -> int:
+        """Wait for every registered connection (late arrivals too) to finish, until ``until``.
+
+        Returns how many had not finished by then.
+        """
+        while True:
+            pending = [c._finished for c in self.connections.values() if not c._finished.done()]
+            remaining = until - time.monotonic()
+            if not pending or remaining <= 0:
+                return len(pending)
+            await asyncio.wait(pending, timeout=remaining)
 
 
 REGISTRY: web.AppKey[Registry] = web.AppKey("wsfinally.registry", Registry)
@@ -119,7 +119,10 @@ def setup(app: web.Application, **defaults: Any) -> Registry:
         raise RuntimeError("wsfinally.setup() was already called for this application")
     registry = Registry(Settings.build(**defaults))
     app[REGISTRY] = registry
-    app.on_shutdown.append(registry.shutdown)
+    # first: aiohttp drops incoming data once pre_shutdown() ran, until our hook reopens
+    # each websocket; and the endings (whose callbacks may use resources that later
+    # on_shutdown hooks close) come before the rest
+    app.on_shutdown.insert(0, registry.shutdown)
     return registry
 
 

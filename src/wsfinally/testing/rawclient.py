@@ -22,6 +22,8 @@ Scenarios (what the client does after sending each ``--send`` text):
 * ``badutf8``       send a text frame that is not UTF-8
 * ``oversize:<n>``  send a text message of n bytes, then hold
 * ``noread``        stop reading from the socket (its receive window fills), stay connected
+* ``noread-garbage``  stop reading; then (after a second stdin line with ``--wait``) send
+                    a frame with a reserved opcode
 """
 
 from __future__ import annotations
@@ -187,6 +189,13 @@ def run(url: str, scenario: str, sends: list[str], timeout: float, wait: bool = 
     elif name == "oversize":
         peer.send(OP_TEXT, b"x" * int(arg))
         serve_frames(peer, answer_close=True, keep_open=False)
+    elif name == "noread-garbage":
+        # stop reading; send a bad frame when told (a second stdin line, or at once)
+        if wait:
+            sys.stdin.readline()
+        peer.send(0x3, b"reserved opcode")
+        while True:
+            time.sleep(3600)
     elif name == "noread":
         peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         while True:
