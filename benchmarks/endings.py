@@ -16,18 +16,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import Client, Probe, eventually  # noqa: E402
-from test_exit_paths_functional import PATHS, ExitPath  # noqa: E402
+from support import Client, Probe  # noqa: E402
+from test_exit_paths_functional import PATHS, ExitPath, drive  # noqa: E402
 
 
 async def once(path: ExitPath) -> tuple[float, str]:
@@ -36,25 +34,10 @@ async def once(path: ExitPath) -> tuple[float, str]:
     try:
         conn = await p.next_conn()
         await client.expect("ready")
-        cause_at = time.monotonic()
-        client.go()
-        if path.sends:  # the messages are the cause, or they prepare the act that is
-            await eventually(lambda: conn.messages_in >= len(path.sends), 2, "the messages")
-            if path.act is not None:
-                cause_at = time.monotonic()
-        stopping = None
-        if path.act == "sigkill":
-            client.signal(signal.SIGKILL)
-        elif path.act == "sigstop":
-            client.signal(signal.SIGSTOP)
-        elif path.act == "shutdown":
-            stopping = asyncio.create_task(p.stop())
-        elif path.act == "cancel":
-            p.tasks[conn.id].cancel()
-        ending = await p.ended(conn, path.bound + 2)
+        ending, elapsed, stopping = await drive(path, p, client, conn)
         if stopping is not None:
             await stopping
-        return p.ended_at[conn.id] - cause_at, ending.reason.value
+        return elapsed, ending.reason.value
     finally:
         await client.stop()
         await p.stop()

@@ -3,7 +3,7 @@
     python benchmarks/holdclients.py URL N
 
 Prints ``open N <seconds>`` once all are connected, then one line when all have
-closed: ``closed <count> codes <json> last_at <monotonic>``. aiohttp's client
+closed: ``closed {"closed": n, "codes": {...}, "errors": n, "last_at": monotonic}``. aiohttp's client
 answers close frames itself.
 """
 
@@ -47,8 +47,8 @@ async def main(url: str, n: int) -> None:
         print(f"open {n} {time.monotonic() - started:.3f}", flush=True)
         results = await asyncio.gather(*tasks, return_exceptions=True)
     errors = sum(1 for r in results if isinstance(r, BaseException))
-    print(f"closed {sum(codes.values())} codes {json.dumps(codes)} errors {errors} "
-          f"last_at {last[0]:.6f}", flush=True)  # fmt: skip
+    report = {"closed": sum(codes.values()), "codes": codes, "errors": errors, "last_at": last[0]}
+    print("closed " + json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":

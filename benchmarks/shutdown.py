@@ -51,19 +51,25 @@ async def once(n: int, loop: str, deadline: float) -> dict[str, float | int | st
         sent = time.monotonic()
         server.send_signal(signal.SIGTERM)
 
+        endings: dict[str, int] = {}
+
         async def drain_server() -> None:
             assert server.stdout is not None
-            while await server.stdout.readline():
-                pass
+            while line := await server.stdout.readline():
+                if b'"connection.ended"' in line:
+                    e = json.loads(line)
+                    key = f"{e['reason']}/{e['code']}/{'clean' if e['clean'] else 'unclean'}"
+                    endings[key] = endings.get(key, 0) + 1
             await server.wait()
 
         await asyncio.wait_for(drain_server(), deadline + 10)
         exited = time.monotonic() - sent
-        closed = (await lines(holder, "closed", 30)).split()
-        codes = json.loads(closed[3])
-        last = float(closed[-1]) - sent
+        report = json.loads((await lines(holder, "closed", 30)).split(" ", 1)[1])
+        codes = report["codes"]
+        last = float(report["last_at"]) - sent
         return {"connections": n, "last_1001_s": round(last, 3), "exit_s": round(exited, 3),
-                "codes": json.dumps(codes), "exit_code": server.returncode or 0}  # fmt: skip
+                "codes": json.dumps(codes), "endings": json.dumps(endings),
+                "exit_code": server.returncode or 0}  # fmt: skip
     finally:
         for proc in (holder, server):
             if proc.returncode is None:
@@ -75,10 +81,12 @@ async def main(n: int, runs: int, loop: str, deadline: float) -> None:
     rows = [await once(n, loop, deadline) for _ in range(runs)]
     print(f"\nshutdown with {n} open connections, server loop {loop}, "
           f"deadline {deadline} s, {os.cpu_count()} cores\n")  # fmt: skip
-    print("| run | all 1001 received (s) | process exited (s) | codes | exit code |")
-    print("|---:|---:|---:|---|---:|")
+    print("| run | all 1001 received (s) | process exited (s) | codes clients got | "
+          "endings logged | exit code |")  # fmt: skip
+    print("|---:|---:|---:|---|---|---:|")
     for i, r in enumerate(rows, 1):
-        print(f"| {i} | {r['last_1001_s']} | {r['exit_s']} | {r['codes']} | {r['exit_code']} |")
+        print(f"| {i} | {r['last_1001_s']} | {r['exit_s']} | {r['codes']} | {r['endings']} "
+              f"| {r['exit_code']} |")  # fmt: skip
     med = statistics.median(float(r["exit_s"]) for r in rows)
     print(f"\nmedian exit: {med:.3f} s")
 

@@ -108,25 +108,26 @@ class Client:
 
         Lines read on the way are kept in ``lines``.
         """
-        assert self.proc.stdout is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds(timeout)
+        deadline = asyncio.get_running_loop().time() + seconds(timeout)
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(f"client never said {prefix!r}; it said {self.lines}")
-            try:
-                raw = await asyncio.wait_for(self.proc.stdout.readline(), remaining)
-            except asyncio.TimeoutError:
-                raise AssertionError(
-                    f"client never said {prefix!r}; it said {self.lines}"
-                ) from None
+            raw = await self._readline(deadline, f"client never said {prefix!r}")
             if not raw:
                 raise AssertionError(f"client exited before saying {prefix!r}: {self.lines}")
             line = raw.decode(errors="replace").rstrip("\n")
             self.lines.append(line)
             if line.startswith(prefix) or (anywhere and prefix in line):
                 return line
+
+    async def _readline(self, deadline: float, failure: str) -> bytes:
+        """One line of output (b"" at its end), or AssertionError(failure) at ``deadline``."""
+        assert self.proc.stdout is not None
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            return await asyncio.wait_for(self.proc.stdout.readline(), remaining)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"{failure}; it said {self.lines[-20:]}") from None
 
     async def expect_event(self, event: str, timeout: float = 5.0) -> dict[str, Any]:
         """The next JSON log line whose ``event`` is ``event``."""
@@ -154,17 +155,9 @@ class Client:
 
     async def rest(self, timeout: float = 5.0) -> int:
         """Read every remaining line until the process exits; its exit code."""
-        assert self.proc.stdout is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds(timeout)
+        deadline = asyncio.get_running_loop().time() + seconds(timeout)
         while True:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(f"process did not exit; it said {self.lines[-20:]}")
-            try:
-                raw = await asyncio.wait_for(self.proc.stdout.readline(), remaining)
-            except asyncio.TimeoutError:
-                raise AssertionError(f"process did not exit; it said {self.lines[-20:]}") from None
+            raw = await self._readline(deadline, "process did not exit")
             if not raw:
                 break
             self.lines.append(raw.decode(errors="replace").rstrip("\n"))

@@ -14,12 +14,16 @@ from support import Client, seconds
 from wsfinally import Connection, Ending, EndReason
 
 
-async def start(app: web.Application) -> tuple[web.AppRunner, str]:
+async def serve(handler: Any, **defaults: Any) -> tuple[web.AppRunner, str, wsfinally.Registry]:
+    """``handler`` at /ws of a started app with ``setup(app, **defaults)``."""
+    app = web.Application()
+    registry = wsfinally.setup(app, **defaults)
+    app.router.add_get("/ws", handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    return runner, f"ws://127.0.0.1:{runner.addresses[0][1]}/ws"
+    return runner, f"ws://127.0.0.1:{runner.addresses[0][1]}/ws", registry
 
 
 async def test_failing_and_hanging_callbacks_are_logged_counted_and_do_not_stop_others(
@@ -50,10 +54,7 @@ async def test_failing_and_hanging_callbacks_are_logged_counted_and_do_not_stop_
         async for _ in conn:
             pass
 
-    app = web.Application()
-    registry = wsfinally.setup(app)
-    app.router.add_get("/ws", handler)
-    runner, url = await start(app)
+    runner, url, registry = await serve(handler)
     try:
         caplog.set_level(logging.ERROR, "wsfinally")
         client = await Client.raw(url, "close:1000")
@@ -90,10 +91,7 @@ async def test_a_hanging_callback_does_not_hold_up_shutdown(clients: list[Client
         async for _ in conn:
             pass
 
-    app = web.Application()
-    wsfinally.setup(app, shutdown_timeout=1.0)
-    app.router.add_get("/ws", handler)
-    runner, url = await start(app)
+    runner, url, _ = await serve(handler, shutdown_timeout=1.0)
     client = await Client.raw(url, "hold")
     clients.append(client)
     conn = await asyncio.wait_for(accepted.get(), seconds(5))
@@ -115,10 +113,7 @@ async def test_callback_registered_after_the_end_runs_at_once(clients: list[Clie
         async for _ in conn:
             pass
 
-    app = web.Application()
-    wsfinally.setup(app)
-    app.router.add_get("/ws", handler)
-    runner, url = await start(app)
+    runner, url, _ = await serve(handler)
     try:
         clients.append(await Client.raw(url, "fin"))
         conn = await asyncio.wait_for(accepted.get(), seconds(5))
@@ -152,10 +147,7 @@ async def test_close_is_idempotent_and_returns_with_the_ending_recorded(
             await conn.close(1000, "second")
         await conn.close(1001)
 
-    app = web.Application()
-    wsfinally.setup(app)
-    app.router.add_get("/ws", handler)
-    runner, url = await start(app)
+    runner, url, _ = await serve(handler)
     try:
         client = await Client.raw(url, "hold", "bye")
         clients.append(client)
@@ -178,10 +170,7 @@ async def test_close_refuses_codes_that_may_not_be_sent(clients: list[Client]) -
         except ValueError as exc:
             errors.put_nowait(exc)
 
-    app = web.Application()
-    wsfinally.setup(app)
-    app.router.add_get("/ws", handler)
-    runner, url = await start(app)
+    runner, url, _ = await serve(handler)
     try:
         clients.append(await Client.raw(url, "hold"))
         exc = await asyncio.wait_for(errors.get(), seconds(5))

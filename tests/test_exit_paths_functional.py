@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from support import Client, Probe, eventually, open_sockets, seconds
-from wsfinally import EndReason
+from wsfinally import Connection, Ending, EndReason
 
 R = EndReason
 FAST_HEARTBEAT = {"ping_interval": 0.3, "ping_timeout": 0.3}
@@ -198,18 +198,15 @@ PATHS = [
 ]
 
 
-@pytest.mark.parametrize("style", ["endpoint", "accept"])
-@pytest.mark.parametrize("path", PATHS, ids=[p.id for p in PATHS])
-async def test_exit_path(path: ExitPath, style: str, probe: Any, clients: list[Client]) -> None:
-    p: Probe = await probe(style, runner_kwargs=path.runner, **path.settings)
-    tasks_before = asyncio.all_tasks()
+async def drive(
+    path: ExitPath, p: Probe, client: Client, conn: Connection
+) -> tuple[Ending, float, asyncio.Task[None] | None]:
+    """Make ``path`` happen to an accepted connection whose client said ``ready``.
 
-    client = await Client.raw(p.url, path.scenario, *path.sends, wait=True)
-    clients.append(client)
-    conn = await p.next_conn()
-    await client.expect("ready")
-    server_socket = p.sockets[conn.id]
-
+    Returns the Ending, the seconds from the cause to the first end callback, and the
+    shutdown task when the path shuts the server down. The clock starts when the
+    client is told to act, or, when its messages only prepare the act, at the act.
+    """
     cause_at = time.monotonic()
     client.go()
     if path.sends:  # the messages are the cause, or they prepare the act that is
@@ -225,9 +222,22 @@ async def test_exit_path(path: ExitPath, style: str, probe: Any, clients: list[C
         shutdown = asyncio.create_task(p.stop())
     elif path.act == "cancel":
         p.tasks[conn.id].cancel()
-
     ending = await p.ended(conn, path.bound + 1)
-    elapsed = p.ended_at[conn.id] - cause_at
+    return ending, p.ended_at[conn.id] - cause_at, shutdown
+
+
+@pytest.mark.parametrize("style", ["endpoint", "accept"])
+@pytest.mark.parametrize("path", PATHS, ids=[p.id for p in PATHS])
+async def test_exit_path(path: ExitPath, style: str, probe: Any, clients: list[Client]) -> None:
+    p: Probe = await probe(style, runner_kwargs=path.runner, **path.settings)
+    tasks_before = asyncio.all_tasks()
+
+    client = await Client.raw(p.url, path.scenario, *path.sends, wait=True)
+    clients.append(client)
+    conn = await p.next_conn()
+    await client.expect("ready")
+    server_socket = p.sockets[conn.id]
+    ending, elapsed, shutdown = await drive(path, p, client, conn)
 
     assert (ending.reason, ending.code, ending.clean) == (path.reason, path.code, path.clean), (
         ending

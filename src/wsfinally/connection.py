@@ -510,8 +510,8 @@ class Connection:
             elif not self._stopped.done():
                 self._arm_watchdog(self._close_budget())
                 await self._wait_stopped()
-        except asyncio.CancelledError as exc:  # the loop is being torn down: end now
-            interrupted = exc
+        except asyncio.CancelledError as exc:  # the loop is being torn down: end now,
+            interrupted = exc  # and re-raise it once the ending and callbacks are done
             self._abort()
         except Exception:  # pragma: no cover - defensive: the ending must still be produced
             logger.exception("wsfinally: closing connection %s failed", self.id)
@@ -526,6 +526,8 @@ class Connection:
             bytes_out=self.bytes_out,
         )
         if ending is None:  # pragma: no cover - finish() is only reached once
+            if interrupted is not None:
+                raise interrupted
             return
         self.ending = ending
         if self._registry is not None:
