@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -67,7 +68,36 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="event loop (auto: uvloop where installed)",
     )
+    bench = sub.add_parser("bench", help="load-test a websocket echo URL (ours or any)")
+    bench.add_argument("url", help="echo endpoint, e.g. ws://127.0.0.1:8080/ws")
+    bench.add_argument("--connections", type=_positive, default=100, metavar="N")
+    bench.add_argument("--size", type=_positive, default=256, metavar="BYTES")
+    bench.add_argument("--duration", type=_duration, default=5.0, metavar="S", help="per phase")
+    bench.add_argument("--churn-workers", type=_positive, default=10, metavar="N")
+    bench.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto")
+    bench.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    bench.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 86400:
+        raise argparse.ArgumentTypeError(f"expected seconds (0 < S < 86400), got {text!r}")
+    return value
 
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -130,6 +160,10 @@ def _loop_factory(choice: str) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        from .bench import command
+
+        return command(args, lambda coro: _run(coro, _loop_factory(args.loop)))
     try:
         settings = _settings(args)
         log.configure(args.log_format)
@@ -139,20 +173,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _run(coro: Any, factory: Any) -> None:
+def _run(coro: Any, factory: Any) -> Any:
     """``asyncio.run`` with a loop factory (``asyncio.Runner`` needs Python 3.11)."""
     if factory is None:
-        asyncio.run(coro)
-        return
+        return asyncio.run(coro)
     loop: asyncio.AbstractEventLoop = factory()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(coro)
+        result = loop.run_until_complete(coro)
         pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for task in pending:
             task.cancel()
         loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.run_until_complete(loop.shutdown_asyncgens())
+        return result
     finally:
         asyncio.set_event_loop(None)
         loop.close()

@@ -60,6 +60,32 @@ def _text_size(data: str) -> int:
     return len(data) if data.isascii() else len(data.encode("utf-8"))
 
 
+class _Latch:
+    """A one-shot event whose future exists only once somebody waits for it.
+
+    An idle connection holds three of these; futures would cost ~144 bytes each.
+    """
+
+    __slots__ = ("_future", "is_set")
+
+    def __init__(self) -> None:
+        self.is_set = False
+        self._future: asyncio.Future[None] | None = None
+
+    def set(self) -> None:
+        if not self.is_set:
+            self.is_set = True
+            if self._future is not None and not self._future.done():
+                self._future.set_result(None)
+
+    def future(self) -> asyncio.Future[None]:
+        if self._future is None:
+            self._future = asyncio.get_running_loop().create_future()
+            if self.is_set:
+                self._future.set_result(None)
+        return self._future
+
+
 class _ParserTap:
     """Sits between aiohttp's protocol and the frame parser.
 
@@ -76,7 +102,10 @@ class _ParserTap:
 
     def feed_data(self, data: bytes) -> Any:
         self._conn._rx_at = _monotonic()
-        return self._inner.feed_data(data)
+        result = self._inner.feed_data(data)
+        if result[0]:  # aiohttp's parser met a bad frame (it reports eof only then)
+            self._conn._on_frame_error()
+        return result
 
     def feed_eof(self) -> Any:
         self._conn._on_transport_lost()
@@ -102,6 +131,7 @@ class Connection:
         "_deadline",
         "_done",
         "_finished",
+        "_frame_error",
         "_hb_handle",
         "_idle_handle",
         "_idle_seen",
@@ -158,11 +188,12 @@ class Connection:
         self._rx_at = self._life.opened_at
         self._closing = False  # we sent our close frame (or echoed the peer's)
         self._reading = False  # a task is inside response.receive()
-        self._callbacks: list[EndCallback] = []
-        self._stopped: asyncio.Future[None] = self._loop.create_future()
-        self._done: asyncio.Future[Ending] = self._loop.create_future()  # Ending + callbacks
-        self._finished: asyncio.Future[None] = self._loop.create_future()  # ...and handler left
+        self._callbacks: list[EndCallback] | None = None  # most connections register none
+        self._stopped = _Latch()  # the transport is gone
+        self._done = _Latch()  # the Ending is recorded and the end callbacks have run
+        self._finished = _Latch()  # ...and the handler has left the accept block
         self._left = False
+        self._frame_error = False
         self._conclusion: asyncio.Task[None] | None = None
         self._reply_reader: asyncio.Task[None] | None = None
         self._deadline: float | None = None  # close handshakes must be over by then
@@ -246,7 +277,7 @@ class Connection:
             self._send_close(code, reason.encode("utf-8"))
         await self._wait_stopped()
         if self.ending is None and self._conclusion is not None:
-            await asyncio.shield(self._done)  # the Ending is recorded when close() returns
+            await asyncio.shield(self._done.future())  # the Ending is recorded on return
 
     def on_end(self, callback: EndCallback) -> None:
         """Run ``callback(ending)`` once when the connection ends (sync or async).
@@ -254,6 +285,8 @@ class Connection:
         Registered after the end, it runs at once, in a task of its own.
         """
         if self.ending is None:
+            if self._callbacks is None:
+                self._callbacks = []
             self._callbacks.append(callback)
             return
         task = self._loop.create_task(self._run_callback(callback, self.ending))
@@ -267,7 +300,9 @@ class Connection:
 
     async def wait_ended(self) -> Ending:
         """Wait until the ending is recorded and every end callback has run."""
-        return await asyncio.shield(self._done)
+        await asyncio.shield(self._done.future())
+        assert self.ending is not None
+        return self.ending
 
     # -- start ---------------------------------------------------------------------
 
@@ -313,17 +348,27 @@ class Connection:
         elif not life.decided:  # CLOSED / CLOSING: the stream ended under us
             life.lost()
 
+    def _on_frame_error(self) -> None:
+        """The parser rejected a frame: aiohttp will answer with 1002/1007/1009 and close,
+        but only when somebody reads, and its close can wait forever in drain(): bound it."""
+        if not self._frame_error and not self._life.decided:
+            self._frame_error = True
+            self._arm_watchdog(self._close_budget())
+
     def _on_transport_lost(self) -> None:
         """Called by the parser tap from aiohttp's ``connection_lost``: at once, once."""
-        if self._stopped.done():
+        if self._stopped.is_set:
             return
         life = self._life
+        if self._frame_error and not life.decided:
+            # the watchdog beat aiohttp's report of the bad frame: its code is unknown here
+            life.observe(EndReason.PROTOCOL_ERROR)
         life.lost(we_closed=self._closing or self.response.closed)
         self._cancel_timers()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        self._stopped.set_result(None)
+        self._stopped.set()
         if life.decided and self._conclusion is None:
             # the Ending does not wait for a handler busy elsewhere (a push loop, a queue)
             self._conclusion = self._loop.create_task(self._conclude())
@@ -394,7 +439,7 @@ class Connection:
     def _arm_watchdog(self, delay: float) -> None:
         """Abort the transport unless it is gone within ``delay`` (earliest arming wins)."""
         when = _monotonic() + delay
-        if self._stopped.done() or when >= self._watchdog_at:
+        if self._stopped.is_set or when >= self._watchdog_at:
             return
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -403,7 +448,7 @@ class Connection:
 
     def _abort(self) -> None:
         self._watchdog = None
-        if not self._stopped.done():
+        if not self._stopped.is_set:
             self._transport.abort()
             self._on_transport_lost()
 
@@ -427,7 +472,7 @@ class Connection:
 
     def _ensure_reply_reader(self) -> None:
         """From outside the handler: make sure someone reads the peer's close reply."""
-        if self._reading or self._reply_reader is not None or self._stopped.done():
+        if self._reading or self._reply_reader is not None or self._stopped.is_set:
             return
         if asyncio.current_task() is self._task:
             return  # the handler itself will read it in __anext__ or at its exit
@@ -435,16 +480,16 @@ class Connection:
 
     async def _wait_stopped(self) -> None:
         """Until the transport is gone: read the reply here unless another task does."""
-        if self._stopped.done():
+        if self._stopped.is_set:
             return
         if self._reading or self._reply_reader is not None:
-            await asyncio.shield(self._stopped)
+            await asyncio.shield(self._stopped.future())
         else:
             await self._read_reply()
 
     async def _read_reply(self) -> None:
         ws = self.response
-        while not self._stopped.done():
+        while not self._stopped.is_set:
             self._reading = True
             try:
                 msg = await ws.receive()
@@ -457,7 +502,7 @@ class Connection:
                 continue  # data after our close frame is discarded (RFC 6455 1.4)
             self._on_final_message(msg.type, msg.data)
             break
-        await asyncio.shield(self._stopped)
+        await asyncio.shield(self._stopped.future())
 
     # -- the end -------------------------------------------------------------------------------
 
@@ -492,8 +537,8 @@ class Connection:
 
     def _release(self, _: object = None) -> None:
         """The handler has left and the ending is complete: let the registry forget us."""
-        if self._left and self._done.done() and not self._finished.done():
-            self._finished.set_result(None)
+        if self._left and self._done.is_set and not self._finished.is_set:
+            self._finished.set()
             if self._registry is not None:
                 self._registry._remove(self)
 
@@ -507,7 +552,7 @@ class Connection:
                     self._write_close(code)
             if life.reason is EndReason.CANCELLED:
                 self._close_transport()  # best effort: the reply is not awaited
-            elif not self._stopped.done():
+            elif not self._stopped.is_set:
                 self._arm_watchdog(self._close_budget())
                 await self._wait_stopped()
         except asyncio.CancelledError as exc:  # the loop is being torn down: end now,
@@ -533,13 +578,13 @@ class Connection:
         if self._registry is not None:
             self._registry._ended(self, ending)
         log.ended(self, ending)
-        for callback in self._callbacks:
+        for callback in self._callbacks or ():
             try:
                 await self._run_callback(callback, ending)
             except asyncio.CancelledError as exc:  # torn down: the others still run
                 interrupted = exc
-        self._callbacks.clear()
-        self._done.set_result(ending)
+        self._callbacks = None
+        self._done.set()
         self._release()
         if interrupted is not None:
             raise interrupted

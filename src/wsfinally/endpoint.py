@@ -27,11 +27,7 @@ logger = logging.getLogger("wsfinally")
 Handler = Callable[[Connection], Awaitable[None]]
 
 
-def _resolve(request: web.Request, base: Settings, overrides: dict[str, Any]) -> Settings:
-    registry = find_registry(request)
-    if registry is None:
-        return base
-    return Settings.build(registry.settings, **overrides)
+_DEFAULTS = Settings()
 
 
 class accept:  # noqa: N801 - used like a function: ``async with accept(request) as conn``
@@ -45,7 +41,8 @@ class accept:  # noqa: N801 - used like a function: ``async with accept(request)
     def __init__(self, request: web.Request, **settings: Any) -> None:
         self._request = request
         self._overrides = settings
-        self._base = Settings.build(**settings)  # validates now, naming the bad setting
+        # validates now, naming the bad setting; no allocation when there is nothing to check
+        self._base = Settings.build(**settings) if settings else _DEFAULTS
         self._conn: Connection | None = None
 
     async def __aenter__(self) -> Connection:
@@ -53,7 +50,7 @@ class accept:  # noqa: N801 - used like a function: ``async with accept(request)
         registry = find_registry(request)
         if registry is not None and registry.shutting_down:
             raise web.HTTPServiceUnavailable(text="server is shutting down")
-        settings = _resolve(request, self._base, self._overrides)
+        settings = registry.settings_for(self._overrides) if registry is not None else self._base
         ws = web.WebSocketResponse(
             timeout=settings.close_timeout,
             receive_timeout=None,

@@ -53,6 +53,17 @@ class Registry:
         self.stats = Stats()
         self.shutting_down = False
         self._deadlines = (0.0, 0.0)  # (close handshakes, everything), monotonic
+        self._settings_cache: dict[tuple[tuple[str, Any], ...], Settings] = {}
+
+    def settings_for(self, overrides: dict[str, Any]) -> Settings:
+        """The app's defaults with ``overrides`` applied, built once per distinct set."""
+        if not overrides:
+            return self.settings
+        key = tuple(sorted(overrides.items()))
+        settings = self._settings_cache.get(key)
+        if settings is None:
+            settings = self._settings_cache[key] = Settings.build(self.settings, **overrides)
+        return settings
 
     def __len__(self) -> int:
         return len(self.connections)
@@ -80,7 +91,7 @@ class Registry:
         await self._wait_finished(started + timeout * _FORCE_AT)
         forced = 0
         for conn in list(self.connections.values()):
-            if not conn._finished.done():
+            if not conn._finished.is_set:
                 forced += 1
                 conn._force()
         unfinished = await self._wait_finished(started + timeout)
@@ -99,7 +110,9 @@ class Registry:
         Returns how many had not finished by then.
         """
         while True:
-            pending = [c._finished for c in self.connections.values() if not c._finished.done()]
+            pending = [
+                c._finished.future() for c in self.connections.values() if not c._finished.is_set
+            ]
             remaining = until - time.monotonic()
             if not pending or remaining <= 0:
                 return len(pending)
