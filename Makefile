@@ -4,12 +4,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.stamp-install
 
-.PHONY: serve test lint typecheck pytest setup node clean
+.PHONY: serve test lint typecheck pytest setup node clean bench bench-quick
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
 setup: $(STAMP)
@@ -35,6 +35,13 @@ pytest: $(STAMP) node
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
+
+# Side-by-side benchmarks (benchmarks/harness.py): full run < 15 min, quick smoke < 2 min.
+bench: $(STAMP)
+	$(PY) benchmarks/harness.py
+
+bench-quick: $(STAMP)
+	$(PY) benchmarks/harness.py --quick
 
 clean:
 	rm -rf $(VENV) tests/node/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -184,7 +184,7 @@ async def echo_and_churn(args: argparse.Namespace, servers: list[Server]) -> dic
                 "per_s": median([r["per_s"] for r in runs]),
                 "failures": sum(r["failures"] for r in runs),
                 "loadgen_cpu": max(r["cpu"] for r in runs),
-            }  # fmt: skip
+            }
             for name, runs in raw_churn.items()
         }
         print("churn: done", file=sys.stderr, flush=True)

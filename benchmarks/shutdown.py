@@ -46,23 +46,24 @@ async def once(n: int, loop: str, deadline: float) -> dict[str, float | int | st
         sys.executable, str(ROOT / "benchmarks" / "holdclients.py"), url, str(n),
         stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
+    endings: dict[str, int] = {}
+
+    async def drain_server() -> None:
+        # read the log from the start: a server whose stdout pipe fills stops serving
+        assert server.stdout is not None
+        while line := await server.stdout.readline():
+            if b'"connection.ended"' in line:
+                e = json.loads(line)
+                key = f"{e['reason']}/{e['code']}/{'clean' if e['clean'] else 'unclean'}"
+                endings[key] = endings.get(key, 0) + 1
+        await server.wait()
+
+    drain = asyncio.create_task(drain_server())
     try:
         await lines(holder, "open", 120)
         sent = time.monotonic()
         server.send_signal(signal.SIGTERM)
-
-        endings: dict[str, int] = {}
-
-        async def drain_server() -> None:
-            assert server.stdout is not None
-            while line := await server.stdout.readline():
-                if b'"connection.ended"' in line:
-                    e = json.loads(line)
-                    key = f"{e['reason']}/{e['code']}/{'clean' if e['clean'] else 'unclean'}"
-                    endings[key] = endings.get(key, 0) + 1
-            await server.wait()
-
-        await asyncio.wait_for(drain_server(), deadline + 10)
+        await asyncio.wait_for(asyncio.shield(drain), deadline + 10)
         exited = time.monotonic() - sent
         report = json.loads((await lines(holder, "closed", 30)).split(" ", 1)[1])
         codes = report["codes"]
@@ -74,7 +75,9 @@ async def once(n: int, loop: str, deadline: float) -> dict[str, float | int | st
         for proc in (holder, server):
             if proc.returncode is None:
                 proc.kill()
-            await proc.wait()
+            await asyncio.wait_for(proc.wait(), 10)
+        drain.cancel()
+        await asyncio.gather(drain, return_exceptions=True)
 
 
 async def main(n: int, runs: int, loop: str, deadline: float) -> None:
