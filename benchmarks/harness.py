@@ -37,6 +37,11 @@ import shutdown as shutdown_bench  # noqa: E402
 from servers import KINDS  # noqa: E402
 
 SERVER_CPU, LOADGEN_CPU = 0, 1
+#: asyncio reads with sock.recv(256 KiB): glibc then grows and trims its heap (or maps and
+#: unmaps) on every read, and which of its modes a process falls into is chance — the same
+#: server measured 38k or 93k msg/s (4 KiB, 100 connections), raw aiohttp alike. Pinning the
+#: thresholds takes that chance out of the throughput comparison (not of the memory one).
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "67108864"}
 BASELINE = ("aiohttp", "asyncio")
 SERVE = ("wsfinally-serve", "uvloop")  # `wsfinally serve`: uvloop by default
 
@@ -55,8 +60,11 @@ def rss_kib(pid: int) -> int:
 
 
 class Server:
-    def __init__(self, kind: str, loop: str, heartbeat: bool = False) -> None:
+    def __init__(
+        self, kind: str, loop: str, heartbeat: bool = False, pinned_allocator: bool = True
+    ) -> None:
         self.kind, self.loop, self.heartbeat = kind, loop, heartbeat
+        self.env = {**os.environ, **(ALLOCATOR_ENV if pinned_allocator else {})}
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
 
@@ -74,8 +82,9 @@ class Server:
             argv = [sys.executable, "-m", "wsfinally", "serve", "--port", str(self.port),
                     "--loop", self.loop]  # fmt: skip
             self.proc = await asyncio.create_subprocess_exec(
-                *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
-            )
+                *argv, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                env=self.env,
+            )  # fmt: skip
             os.sched_setaffinity(self.proc.pid, {SERVER_CPU})
             await self._wait_listening()
             return self
@@ -84,7 +93,7 @@ class Server:
         if self.heartbeat:
             argv.append("--heartbeat")
         self.proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=self.env
         )
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), 30)
@@ -198,7 +207,7 @@ async def idle_memory(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind, loop in args.memory_servers:
         for n in args.memory_conns:
-            server = await Server(kind, loop, heartbeat=True).start()
+            server = await Server(kind, loop, heartbeat=True, pinned_allocator=False).start()
             lg = await LoadGen().start()
             try:
                 assert server.proc is not None
@@ -275,7 +284,9 @@ def report(results: dict[str, Any], names: list[str]) -> str:
              f"{results['meta']['versions']}; {results['meta']['mode']} run, "
              f"{results['meta']['rounds']} round(s) of {results['meta']['slice_s']} s slices, "
              "medians. Ratios: to raw aiohttp on asyncio in the same run; "
-             "‡ the load generator's core was saturated (> 90 %).", ""]  # fmt: skip
+             "‡ the load generator's core was saturated (> 90 %). Echo and churn servers run "
+             "with glibc's mmap/trim thresholds pinned (see ALLOCATOR_ENV in harness.py); the "
+             "memory servers with the defaults.", ""]  # fmt: skip
     base = "/".join(BASELINE)
     for key, per in results["echo"].items():
         lines += [f"## echo {key}", "",
