@@ -10,6 +10,8 @@ One JSON object per stdin line, one JSON result per stdout line:
   core saturated: the generator, not the server, was the limit).
 * ``{"cmd": "churn", "url": U, "workers": W, "duration": S}``: W workers, each
   connect + handshake + close, repeatedly. Result: handshakes/s.
+* ``{"cmd": "receive", "url": U, "conns": N, "duration": S}``: open N connections and
+  count the messages that arrive on all of them for S seconds (broadcast throughput).
 * ``{"cmd": "hold", "url": U, "conns": N}``: open N connections and keep them;
   ``{"cmd": "release"}`` closes them (used for memory and for the SIGKILL test).
 """
@@ -72,6 +74,15 @@ class EchoClient(WSListener):  # type: ignore[misc]
 
 class Quiet(WSListener):  # type: ignore[misc]
     pass
+
+
+class Counter(WSListener):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is WSMsgType.BINARY or frame.msg_type is WSMsgType.TEXT:
+            self.count += 1
 
 
 async def connect(url: str, factory: Any) -> tuple[WSTransport, Any]:
@@ -169,6 +180,18 @@ async def main() -> None:
                     pairs = await asyncio.gather(*(connect(cmd["url"], Quiet) for _ in batch))
                     held.extend(t for t, _ in pairs)
                 out = {"held": len(held), "seconds": time.perf_counter() - t0}
+            elif cmd["cmd"] == "receive":  # open N, count what arrives for S seconds
+                pairs = await asyncio.gather(
+                    *(connect(cmd["url"], Counter) for _ in range(cmd["conns"]))
+                )
+                await asyncio.sleep(0.2)  # let the broadcast reach everyone first
+                start = sum(c.count for _, c in pairs)
+                t0 = time.perf_counter()
+                await asyncio.sleep(cmd["duration"])
+                got = sum(c.count for _, c in pairs) - start
+                elapsed = time.perf_counter() - t0
+                await close_all([t for t, _ in pairs])
+                out = {"received": got, "per_s": got / elapsed}
             elif cmd["cmd"] == "release":
                 await close_all(held)
                 out = {"released": len(held)}

@@ -89,11 +89,15 @@ class Client:
         return cls(proc, list(argv))
 
     @classmethod
-    async def raw(cls, url: str, scenario: str, *sends: str, wait: bool = False) -> Client:
+    async def raw(
+        cls, url: str, scenario: str, *sends: str, wait: bool = False, header: str | None = None
+    ) -> Client:
         """The raw-socket client; with ``wait`` it acts only after ``go()``."""
         argv = [sys.executable, "-m", "wsfinally.testing.rawclient", url, scenario]
         for text in sends:
             argv += ["--send", text]
+        if header is not None:
+            argv += ["--header", header]
         if wait:
             argv.append("--wait")
         return await cls.spawn(*argv, stdin=wait)

@@ -16,7 +16,7 @@ def test_public_names() -> None:
 def test_end_reason_values_are_the_contract() -> None:
     assert {r.value for r in EndReason} == {
         "client_closed", "server_closed", "connection_lost", "heartbeat_timeout",
-        "idle_timeout", "protocol_error", "message_too_big", "slow_consumer",
+        "idle_timeout", "protocol_error", "message_too_big", "slow_consumer", "rate_limited",
         "handler_error", "server_shutdown", "cancelled", "node_lost",
     }  # fmt: skip
     assert EndReason("heartbeat_timeout") is EndReason.HEARTBEAT_TIMEOUT

@@ -61,6 +61,16 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--idle-timeout", type=_seconds, default=None, metavar="S")
     serve.add_argument("--callback-timeout", type=float, default=5.0, metavar="S")
     serve.add_argument("--max-message-size", type=int, default=1024 * 1024, metavar="BYTES")
+    serve.add_argument("--send-limit", type=int, default=1024 * 1024, metavar="BYTES")
+    serve.add_argument("--slow-consumer-timeout", type=float, default=10.0, metavar="S")
+    serve.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S")
+    serve.add_argument("--max-connections", type=int, default=None, metavar="N")
+    serve.add_argument("--max-connections-per-ip", type=int, default=None, metavar="N")
+    serve.add_argument("--allowed-origins", type=_origins, default=None,
+                       metavar="ORIGIN[,ORIGIN...]", help="default: same origin only")  # fmt: skip
+    serve.add_argument("--trusted-proxies", type=_origins, default=(),
+                       metavar="CIDR[,CIDR...]", help="whose X-Forwarded-For counts")  # fmt: skip
+    serve.add_argument("--rate-limit", type=float, default=None, metavar="MSGS_PER_S")
     serve.add_argument("--log-format", default="text", metavar="text|json")
     serve.add_argument(
         "--loop",
@@ -100,8 +110,20 @@ def _duration(text: str) -> float:
     return value
 
 
+def _origins(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = {
+        "send_limit": args.send_limit,
+        "slow_consumer_timeout": args.slow_consumer_timeout,
+        "handshake_timeout": args.handshake_timeout,
+        "max_connections": args.max_connections,
+        "max_connections_per_ip": args.max_connections_per_ip,
+        "allowed_origins": args.allowed_origins,
+        "trusted_proxies": args.trusted_proxies,
+        "rate_limit": args.rate_limit,
         "ping_interval": args.ping_interval,
         "close_timeout": args.close_timeout,
         "shutdown_timeout": args.shutdown_timeout,
@@ -122,6 +144,9 @@ async def serve(host: str, port: int, settings: dict[str, Any]) -> None:
         handle_signals=False,
         access_log=None,
         shutdown_timeout=settings.get("shutdown_timeout", 5.0),
+        # aiohttp >= 3.14.4 drops a connection that sends no complete request within it:
+        # the slow-loris defence (it is also the HTTP keep-alive idle limit)
+        keepalive_timeout=settings.get("handshake_timeout", 10.0),
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)

@@ -31,6 +31,7 @@ from aiohttp.http_websocket import WebSocketError
 from . import log
 from .ending import Ending, EndReason, is_wire_code
 from .lifecycle import Exit, Lifecycle, reason_for_exit, reason_for_frame_error
+from .limits import TokenBucket
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -58,6 +59,16 @@ def close_frame(code: int, reason: bytes = b"") -> bytes:
 
 def _text_size(data: str) -> int:
     return len(data) if data.isascii() else len(data.encode("utf-8"))
+
+
+def data_frame(opcode: int, payload: bytes) -> bytes:
+    """An unmasked, unfragmented, uncompressed server frame (RFC 6455 5.2)."""
+    n = len(payload)
+    if n < 126:
+        return struct.pack("!BB", 0x80 | opcode, n) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x80 | opcode, 126, n) + payload
+    return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
 
 
 class _Latch:
@@ -124,6 +135,7 @@ class Connection:
     """
 
     __slots__ = (
+        "_bucket",
         "_callbacks",
         "_cb_deadline",
         "_closing",
@@ -143,6 +155,7 @@ class Connection:
         "_registry",
         "_reply_reader",
         "_rx_at",
+        "_slow_handle",
         "_stopped",
         "_task",
         "_transport",
@@ -150,6 +163,7 @@ class Connection:
         "_watchdog_at",
         "bytes_in",
         "bytes_out",
+        "client",
         "ending",
         "id",
         "last_rtt",
@@ -204,6 +218,12 @@ class Connection:
         self._idle_handle: asyncio.TimerHandle | None = None
         self._idle_seen = 0
         self._ping_at: float | None = None
+        self._slow_handle: asyncio.TimerHandle | None = None
+        self._bucket: TokenBucket | None = None
+        if settings.rate_limit is not None:
+            burst = settings.rate_burst or max(1, int(settings.rate_limit))
+            self._bucket = TokenBucket(settings.rate_limit, burst, self._life.opened_at)
+        self.client = self.peer.rsplit(":", 1)[0]  # the address per-client limits count
 
     # -- public API --------------------------------------------------------------
 
@@ -228,14 +248,17 @@ class Connection:
             kind = msg.type
             if self._closing and kind is not _CLOSE:
                 continue  # a close started while we waited: read its reply (RFC 6455 1.4)
-            if kind is _TEXT:
-                text: str = msg.data
+            if kind is _TEXT or kind is _BINARY:
+                if self._bucket is not None and not self._bucket.take(_monotonic()):
+                    if self._life.observe(EndReason.RATE_LIMITED):
+                        self._send_close(1008, b"rate limit")  # RFC 6455 7.4.1: policy
+                    continue
                 self.messages_in += 1
-                self.bytes_in += _text_size(text)
-                return text
-            if kind is _BINARY:
+                if kind is _TEXT:
+                    text: str = msg.data
+                    self.bytes_in += _text_size(text)
+                    return text
                 data: bytes = msg.data
-                self.messages_in += 1
                 self.bytes_in += len(data)
                 return data
             if kind is _PINGT:
@@ -253,9 +276,15 @@ class Connection:
             raise StopAsyncIteration
 
     async def send(self, data: str | bytes) -> None:
-        """Send one message. Raises ``ConnectionResetError`` once the connection is closing."""
+        """Send one message; wait while the peer holds more than ``send_limit`` unread.
+
+        The wait is bounded: a peer that stays over the limit for ``slow_consumer_timeout``
+        ends ``slow_consumer`` and this raises ``ConnectionResetError``, as it does once
+        the connection is closing.
+        """
         if self._closing or self._life.transport_lost:
             raise ConnectionResetError(f"websocket {self.id} is closing")
+        self._watch_backlog()  # before: the send below may wait in drain() for the peer
         if isinstance(data, str):
             await self.response.send_str(data)
             self.bytes_out += _text_size(data)
@@ -263,6 +292,41 @@ class Connection:
             await self.response.send_bytes(data)
             self.bytes_out += len(data)
         self.messages_out += 1
+        self._watch_backlog()
+
+    def send_nowait(self, data: str | bytes) -> bool:
+        """Queue one message without waiting (for fan-out): False when it was refused.
+
+        Refused when the connection is closing or the peer already holds ``send_limit``
+        bytes unread; the message is dropped, the caller is never held up, and a peer that
+        stays over the limit ends ``slow_consumer``. Frames go out uncompressed (RFC 7692
+        allows it on a connection that negotiated permessage-deflate).
+        """
+        if self._closing or self._life.transport_lost or self._transport.is_closing():
+            return False
+        if isinstance(data, str):
+            payload, opcode = data.encode("utf-8"), 0x1
+        else:
+            payload, opcode = bytes(data), 0x2
+        if self._transport.get_write_buffer_size() + len(payload) > self.settings.send_limit:
+            self._watch_backlog()
+            return False
+        self._transport.write(data_frame(opcode, payload))
+        self.messages_out += 1
+        self.bytes_out += len(payload)
+        return True
+
+    @property
+    def buffered(self) -> int:
+        """Bytes written for the peer and not yet taken by its TCP stack."""
+        return 0 if self._transport.is_closing() else self._transport.get_write_buffer_size()
+
+    def _watch_backlog(self) -> None:
+        """Arm the slow-consumer timer when the peer holds more than ``send_limit`` unread."""
+        if self._slow_handle is None and self.request.protocol.writing_paused:
+            self._slow_handle = self._loop.call_later(
+                self.settings.slow_consumer_timeout, self._slow_check
+            )
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close with ``code`` (ending ``server_closed``) and wait for the peer's answer.
@@ -313,6 +377,8 @@ class Connection:
             raise RuntimeError("wsfinally: this aiohttp version exposes no websocket parser")
         protocol._payload_parser = _ParserTap(inner, self)
         s = self.settings
+        # the transport pauses aiohttp's writer (send() waits) past send_limit
+        self._transport.set_write_buffer_limits(high=s.send_limit)
         if s.ping_interval is not None:
             self._hb_handle = self._loop.call_later(s.ping_interval, self._hb_tick)
         if s.idle_timeout is not None:
@@ -409,6 +475,18 @@ class Connection:
         if self._life.observe(EndReason.HEARTBEAT_TIMEOUT):
             self._abort()
 
+    def _slow_check(self) -> None:
+        """``slow_consumer_timeout`` after the backlog passed the limit: still over it?"""
+        self._slow_handle = None
+        if self._life.decided or self._transport.is_closing():
+            return
+        if not self.request.protocol.writing_paused:
+            return  # it caught up; the next send over the limit re-arms
+        if self._life.observe(EndReason.SLOW_CONSUMER):
+            self._closing = True
+            self._transport.write(close_frame(1008, b"slow consumer"))  # best effort
+            self._abort()  # its backlog, and our memory, go with the transport
+
     def _idle_tick(self) -> None:
         self._idle_handle = None
         if self._life.decided:
@@ -423,10 +501,10 @@ class Connection:
 
     def _cancel_timers(self) -> None:
         """Stop the heartbeat and idle timers (the watchdog lives until the transport is gone)."""
-        for handle in (self._hb_handle, self._idle_handle):
+        for handle in (self._hb_handle, self._idle_handle, self._slow_handle):
             if handle is not None:
                 handle.cancel()
-        self._hb_handle = self._idle_handle = None
+        self._hb_handle = self._idle_handle = self._slow_handle = None
 
     # -- closing ---------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ class EndReason(str, enum.Enum):
     PROTOCOL_ERROR = "protocol_error"
     MESSAGE_TOO_BIG = "message_too_big"
     SLOW_CONSUMER = "slow_consumer"
+    RATE_LIMITED = "rate_limited"
     HANDLER_ERROR = "handler_error"
     SERVER_SHUTDOWN = "server_shutdown"
     CANCELLED = "cancelled"

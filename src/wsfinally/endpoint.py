@@ -17,7 +17,8 @@ from aiohttp import web
 
 from .connection import Connection
 from .ending import EndReason
-from .server import find_registry
+from .limits import client_address, origin_allowed
+from .server import Registry, find_registry
 from .settings import Settings
 
 __all__ = ["accept", "endpoint"]
@@ -28,6 +29,11 @@ Handler = Callable[[Connection], Awaitable[None]]
 
 
 _DEFAULTS = Settings()
+
+
+def _refused(registry: Registry | None, cause: str) -> None:
+    if registry is not None:
+        registry.stats.refused[cause] += 1
 
 
 class accept:  # noqa: N801 - used like a function: ``async with accept(request) as conn``
@@ -48,22 +54,50 @@ class accept:  # noqa: N801 - used like a function: ``async with accept(request)
     async def __aenter__(self) -> Connection:
         request = self._request
         registry = find_registry(request)
+        settings = registry.settings_for(self._overrides) if registry is not None else self._base
         if registry is not None and registry.shutting_down:
             raise web.HTTPServiceUnavailable(text="server is shutting down")
-        settings = registry.settings_for(self._overrides) if registry is not None else self._base
-        ws = web.WebSocketResponse(
-            timeout=settings.close_timeout,
-            receive_timeout=None,
-            autoclose=False,
-            autoping=False,
-            heartbeat=None,
-            # aiohttp rejects a message of exactly max_msg_size; ours admits it
-            max_msg_size=settings.max_message_size + 1,
-            compress=settings.compress,
-            protocols=settings.protocols,
-        )
-        await ws.prepare(request)
-        conn = Connection(request, ws, settings, registry)
+        # refused before the upgrade: an HTTP status, no websocket, no connection state
+        if not origin_allowed(
+            request.headers.get("Origin"), request.host, request.secure, settings.allowed_origins
+        ):
+            _refused(registry, "origin")
+            raise web.HTTPForbidden(text="origin not allowed")
+        client = client_address(request.remote, request.headers, settings.trusted_proxies)
+        if registry is not None:
+            cause = registry.admit(client)
+            if cause == "max_connections":
+                raise web.HTTPServiceUnavailable(text="too many connections")
+            if cause is not None:
+                raise web.HTTPTooManyRequests(text="too many connections from this address")
+        try:
+            if settings.auth is not None:
+                try:
+                    allowed = await settings.auth(request)
+                except web.HTTPException:
+                    _refused(registry, "auth")
+                    raise
+                if allowed is False:
+                    _refused(registry, "auth")
+                    raise web.HTTPForbidden(text="not allowed")
+            ws = web.WebSocketResponse(
+                timeout=settings.close_timeout,
+                receive_timeout=None,
+                autoclose=False,
+                autoping=False,
+                heartbeat=None,
+                # aiohttp rejects a message of exactly max_msg_size; ours admits it
+                max_msg_size=settings.max_message_size + 1,
+                compress=settings.compress,
+                protocols=settings.protocols,
+            )
+            await ws.prepare(request)
+            conn = Connection(request, ws, settings, registry)
+        except BaseException:
+            if registry is not None:
+                registry.release(client)
+            raise
+        conn.client = client
         conn._start()
         self._conn = conn
         return conn

@@ -45,13 +45,16 @@ _CLOSE_CODE: dict[EndReason, int | None] = {
     R.PROTOCOL_ERROR: 1002,
     R.MESSAGE_TOO_BIG: 1009,
     R.SLOW_CONSUMER: 1008,
+    R.RATE_LIMITED: 1008,
     R.HANDLER_ERROR: 1011,
     R.SERVER_SHUTDOWN: 1001,
     R.CANCELLED: 1011,
     R.NODE_LOST: None,
 }
 
-_TRANSPORT_DEATHS = frozenset({R.CONNECTION_LOST, R.HEARTBEAT_TIMEOUT})
+#: Reasons whose transport is aborted: whatever close frame was written best-effort sits
+#: behind data the peer never read, so none is reported (1006).
+_TRANSPORT_DEATHS = frozenset({R.CONNECTION_LOST, R.HEARTBEAT_TIMEOUT, R.SLOW_CONSUMER})
 
 
 def close_code_for(reason: EndReason) -> int | None:

@@ -42,6 +42,7 @@ class Stats:
     endings: Counter[EndReason] = field(default_factory=Counter)
     callback_failures: int = 0
     forced_at_shutdown: int = 0
+    refused: Counter[str] = field(default_factory=Counter)  # handshakes refused, by cause
 
 
 class Registry:
@@ -54,12 +55,41 @@ class Registry:
         self.shutting_down = False
         self._deadlines = (0.0, 0.0)  # (close handshakes, everything), monotonic
         self._settings_cache: dict[tuple[tuple[str, Any], ...], Settings] = {}
+        self._admitted = 0  # handshakes admitted and connections not yet released
+        self._per_client: Counter[str] = Counter()
+
+    def admit(self, client: str) -> str | None:
+        """Take a connection slot for ``client``, or say why not (``max_connections``,
+        ``max_connections_per_ip``). No await between the check and the count."""
+        s = self.settings
+        if s.max_connections is not None and self._admitted >= s.max_connections:
+            self.stats.refused["max_connections"] += 1
+            return "max_connections"
+        if (
+            s.max_connections_per_ip is not None
+            and self._per_client[client] >= s.max_connections_per_ip
+        ):
+            self.stats.refused["max_connections_per_ip"] += 1
+            return "max_connections_per_ip"
+        self._admitted += 1
+        self._per_client[client] += 1
+        return None
+
+    def release(self, client: str) -> None:
+        self._admitted -= 1
+        self._per_client[client] -= 1
+        if self._per_client[client] <= 0:
+            del self._per_client[client]
 
     def settings_for(self, overrides: dict[str, Any]) -> Settings:
         """The app's defaults with ``overrides`` applied, built once per distinct set."""
         if not overrides:
             return self.settings
         key = tuple(sorted(overrides.items()))
+        try:
+            hash(key)
+        except TypeError:  # a list among the overrides: build, do not cache
+            return Settings.build(self.settings, **overrides)
         settings = self._settings_cache.get(key)
         if settings is None:
             settings = self._settings_cache[key] = Settings.build(self.settings, **overrides)
@@ -76,7 +106,8 @@ class Registry:
         self.stats.endings[ending.reason] += 1
 
     def _remove(self, conn: Connection) -> None:
-        self.connections.pop(conn.id, None)
+        if self.connections.pop(conn.id, None) is not None:
+            self.release(conn.client)
 
     async def shutdown(self, app: web.Application | None = None) -> None:
         """Close every connection with 1001 and wait until each has ended and its handler

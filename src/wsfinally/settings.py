@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +42,11 @@ class Settings:
     """Connection and server settings (design.md, Defaults).
 
     ``ping_interval=None`` turns the heartbeat off; ``ping_timeout`` then must stay
-    unset. ``shutdown_timeout`` is read from the settings given to ``setup()``.
+    unset. ``shutdown_timeout``, ``max_connections`` and ``max_connections_per_ip`` are
+    read from the settings given to ``setup()``; ``handshake_timeout`` is a server
+    setting (``wsfinally serve`` passes it to aiohttp's runner as ``keepalive_timeout``).
+    ``allowed_origins=None``: same origin only. ``rate_limit``: messages per second per
+    connection (token bucket of ``rate_burst``, default ``max(1, rate_limit)``).
     """
 
     ping_interval: float | None = 20.0
@@ -53,6 +58,16 @@ class Settings:
     max_message_size: int = MiB
     compress: bool = True
     protocols: tuple[str, ...] = field(default=())
+    send_limit: int = MiB
+    slow_consumer_timeout: float = 10.0
+    handshake_timeout: float = 10.0
+    max_connections: int | None = None
+    max_connections_per_ip: int | None = None
+    allowed_origins: tuple[str, ...] | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    auth: Callable[[Any], Awaitable[object]] | None = None
+    rate_limit: float | None = None
+    rate_burst: int | None = None
 
     def __post_init__(self) -> None:
         _positive("ping_interval", self.ping_interval, optional=True)
@@ -74,9 +89,27 @@ class Settings:
         _positive_int("max_message_size", self.max_message_size)
         if not isinstance(self.compress, bool):
             raise TypeError(f"compress must be a bool, got {self.compress!r}")
-        if isinstance(self.protocols, str):
-            raise TypeError("protocols must be a sequence of strings, not a string")
-        object.__setattr__(self, "protocols", tuple(self.protocols))
+        for name in ("protocols", "trusted_proxies", "allowed_origins"):
+            value = getattr(self, name)
+            if value is None and name == "allowed_origins":
+                continue
+            if isinstance(value, str):
+                raise TypeError(f"{name} must be a sequence of strings, not a string")
+            object.__setattr__(self, name, tuple(value))
+        _positive_int("send_limit", self.send_limit)
+        _positive("slow_consumer_timeout", self.slow_consumer_timeout, optional=False)
+        _positive("handshake_timeout", self.handshake_timeout, optional=False)
+        if self.max_connections is not None:
+            _positive_int("max_connections", self.max_connections)
+        if self.max_connections_per_ip is not None:
+            _positive_int("max_connections_per_ip", self.max_connections_per_ip)
+        if self.auth is not None and not callable(self.auth):
+            raise TypeError(f"auth must be an async callable taking the request, got {self.auth!r}")
+        _positive("rate_limit", self.rate_limit, optional=True)
+        if self.rate_burst is not None:
+            _positive_int("rate_burst", self.rate_burst)
+            if self.rate_limit is None:
+                raise ValueError("rate_burst is set but rate_limit is not: set rate_limit too")
 
     @classmethod
     def names(cls) -> frozenset[str]:

@@ -7,7 +7,8 @@ or reset its connection::
 
 It prints one line per event on stdout (flushed): ``ready`` once the handshake
 completed, ``text <data>`` for each text message (binary ones are read silently),
-``closed <code>`` when a close frame arrives, ``eof`` when the server closed TCP,
+``closed <code>`` when a close frame arrives, ``refused <status>`` when the upgrade is
+answered with another HTTP status, ``eof`` when the server closed TCP,
 ``done`` before exiting.
 
 Scenarios (what the client does after sending each ``--send`` text):
@@ -21,6 +22,7 @@ Scenarios (what the client does after sending each ``--send`` text):
 * ``garbage``       send a frame with a reserved opcode
 * ``badutf8``       send a text frame that is not UTF-8
 * ``oversize:<n>``  send a text message of n bytes, then hold
+* ``burst:<n>``     send n short text messages at once, then hold
 * ``noread``        stop reading from the socket (its receive window fills), stay connected
 * ``noread-garbage``  stop reading; then (after a second stdin line with ``--wait``) send
                     a frame with a reserved opcode
@@ -66,8 +68,16 @@ def close_payload(code: int, reason: bytes = b"") -> bytes:
     return struct.pack("!H", code) + reason
 
 
+class RefusedError(ConnectionError):
+    """The server answered the upgrade with an HTTP status other than 101."""
+
+    def __init__(self, status: int, line: str) -> None:
+        super().__init__(line)
+        self.status = status
+
+
 class Peer:
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, headers: list[str] | None = None) -> None:
         parts = urlsplit(url)
         host = parts.hostname or "127.0.0.1"
         port = parts.port or 80
@@ -80,8 +90,11 @@ class Peer:
         request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n"
-        )
+            "Sec-WebSocket-Version: 13\r\n"
+            + "".join(f"{h.split(':', 1)[0].strip()}: {h.split(':', 1)[1].strip()}\r\n"
+                      for h in headers or ())
+            + "\r\n"
+        )  # fmt: skip
         self.sock.sendall(request.encode())
         self.buf = b""
         while b"\r\n\r\n" not in self.buf:
@@ -92,7 +105,13 @@ class Peer:
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
         status = head.split(b"\r\n", 1)[0]
         if b" 101 " not in status + b" ":
-            raise ConnectionError(f"handshake refused: {status.decode(errors='replace')}")
+            line = status.decode(errors="replace")
+            raise RefusedError(int(line.split()[1]), line)
+        self.protocol = None
+        for header in head.split(b"\r\n")[1:]:
+            name, _, value = header.decode(errors="replace").partition(":")
+            if name.strip().lower() == "sec-websocket-protocol":
+                self.protocol = value.strip()
 
     def send(self, opcode: int, payload: bytes, **kw: int | bool) -> None:
         self.sock.sendall(encode_frame(opcode, payload, **kw))  # type: ignore[arg-type]
@@ -157,9 +176,16 @@ def serve_frames(peer: Peer, *, answer_close: bool, keep_open: bool) -> None:
                 continue  # wait for the server to close TCP (RFC 6455 7.1.1)
 
 
-def run(url: str, scenario: str, sends: list[str], timeout: float, wait: bool = False) -> None:
-    peer = Peer(url, timeout)
-    say("ready")
+def run(
+    url: str,
+    scenario: str,
+    sends: list[str],
+    timeout: float,
+    wait: bool = False,
+    headers: list[str] | None = None,
+) -> None:
+    peer = Peer(url, timeout, headers)
+    say("ready" + (f" protocol={peer.protocol}" if peer.protocol else ""))
     if wait:  # act only when told: lets a harness time the cause precisely
         sys.stdin.readline()
     for text in sends:
@@ -196,6 +222,10 @@ def run(url: str, scenario: str, sends: list[str], timeout: float, wait: bool = 
         peer.send(0x3, b"reserved opcode")
         while True:
             time.sleep(3600)
+    elif name == "burst":  # send n text messages as fast as possible, then hold
+        for i in range(int(arg or 100)):
+            peer.send(OP_TEXT, f"m{i}".encode())
+        serve_frames(peer, answer_close=True, keep_open=False)
     elif name == "noread":
         peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         while True:
@@ -212,9 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--send", action="append", default=[], help="text to send first")
     parser.add_argument("--timeout", type=float, default=10.0, help="connect timeout")
     parser.add_argument("--wait", action="store_true", help="after 'ready', wait for a stdin line")
+    parser.add_argument("--header", action="append", default=[], help="NAME: VALUE (repeatable)")
     args = parser.parse_args(argv)
     try:
-        run(args.url, args.scenario, args.send, args.timeout, args.wait)
+        run(args.url, args.scenario, args.send, args.timeout, args.wait, args.header)
+    except RefusedError as exc:
+        say(f"refused {exc.status}")
+        return 1
     except (ConnectionError, OSError) as exc:
         say(f"error {type(exc).__name__}: {exc}")
         return 1
