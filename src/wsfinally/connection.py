@@ -135,6 +135,7 @@ class Connection:
     """
 
     __slots__ = (
+        "_backlogged",
         "_bucket",
         "_callbacks",
         "_cb_deadline",
@@ -219,6 +220,7 @@ class Connection:
         self._idle_seen = 0
         self._ping_at: float | None = None
         self._slow_handle: asyncio.TimerHandle | None = None
+        self._backlogged = False  # send_nowait() refused a message for want of room
         self._bucket: TokenBucket | None = None
         if settings.rate_limit is not None:
             burst = settings.rate_burst or max(1, int(settings.rate_limit))
@@ -284,7 +286,12 @@ class Connection:
         """
         if self._closing or self._life.transport_lost:
             raise ConnectionResetError(f"websocket {self.id} is closing")
-        self._watch_backlog()  # before: the send below may wait in drain() for the peer
+        # over the limit after this one: the send may wait in drain(); bound that wait
+        if self._transport.get_write_buffer_size() + len(data) > self.settings.send_limit:
+            self._backlogged = True
+            self._watch_backlog()
+        else:
+            self._backlogged = False
         if isinstance(data, str):
             await self.response.send_str(data)
             self.bytes_out += _text_size(data)
@@ -292,7 +299,6 @@ class Connection:
             await self.response.send_bytes(data)
             self.bytes_out += len(data)
         self.messages_out += 1
-        self._watch_backlog()
 
     def send_nowait(self, data: str | bytes) -> bool:
         """Queue one message without waiting (for fan-out): False when it was refused.
@@ -309,8 +315,10 @@ class Connection:
         else:
             payload, opcode = bytes(data), 0x2
         if self._transport.get_write_buffer_size() + len(payload) > self.settings.send_limit:
+            self._backlogged = True
             self._watch_backlog()
             return False
+        self._backlogged = False
         self._transport.write(data_frame(opcode, payload))
         self.messages_out += 1
         self.bytes_out += len(payload)
@@ -321,9 +329,16 @@ class Connection:
         """Bytes written for the peer and not yet taken by its TCP stack."""
         return 0 if self._transport.is_closing() else self._transport.get_write_buffer_size()
 
+    def _over_limit(self) -> bool:
+        """The peer holds more than ``send_limit`` unread, or so much that a message was
+        refused and it has not taken half of it since."""
+        if self.request.protocol.writing_paused:
+            return True
+        return self._backlogged and self.buffered >= self.settings.send_limit // 2
+
     def _watch_backlog(self) -> None:
-        """Arm the slow-consumer timer when the peer holds more than ``send_limit`` unread."""
-        if self._slow_handle is None and self.request.protocol.writing_paused:
+        """Arm the slow-consumer timer when the peer is over its send limit."""
+        if self._slow_handle is None and self._over_limit():
             self._slow_handle = self._loop.call_later(
                 self.settings.slow_consumer_timeout, self._slow_check
             )
@@ -480,7 +495,7 @@ class Connection:
         self._slow_handle = None
         if self._life.decided or self._transport.is_closing():
             return
-        if not self.request.protocol.writing_paused:
+        if not self._over_limit():
             return  # it caught up; the next send over the limit re-arms
         if self._life.observe(EndReason.SLOW_CONSUMER):
             self._closing = True

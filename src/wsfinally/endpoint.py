@@ -90,6 +90,9 @@ class accept:  # noqa: N801 - used like a function: ``async with accept(request)
                 max_msg_size=settings.max_message_size + 1,
                 compress=settings.compress,
                 protocols=settings.protocols,
+                # how much aiohttp writes between checks of the transport's pause: small, so
+                # the backlog stays near send_limit (a check is one flag test)
+                writer_limit=min(16 * 1024, settings.send_limit),
             )
             await ws.prepare(request)
             conn = Connection(request, ws, settings, registry)
