@@ -71,30 +71,11 @@ def data_frame(opcode: int, payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x80 | opcode, 127, n) + payload
 
 
-class _Latch:
-    """A one-shot event whose future exists only once somebody waits for it.
-
-    An idle connection holds three of these; futures would cost ~144 bytes each.
-    """
-
-    __slots__ = ("_future", "is_set")
-
-    def __init__(self) -> None:
-        self.is_set = False
-        self._future: asyncio.Future[None] | None = None
-
-    def set(self) -> None:
-        if not self.is_set:
-            self.is_set = True
-            if self._future is not None and not self._future.done():
-                self._future.set_result(None)
-
-    def future(self) -> asyncio.Future[None]:
-        if self._future is None:
-            self._future = asyncio.get_running_loop().create_future()
-            if self.is_set:
-                self._future.set_result(None)
-        return self._future
+# one-shot events of a connection, as bits of Connection._flags; a future exists only
+# while somebody waits for one (an idle connection holds none)
+_STOPPED = 1  # the transport is gone
+_DONE = 2  # the Ending is recorded and the end callbacks have run
+_FINISHED = 4  # ...and the handler has left the accept block
 
 
 class _ParserTap:
@@ -142,8 +123,7 @@ class Connection:
         "_closing",
         "_conclusion",
         "_deadline",
-        "_done",
-        "_finished",
+        "_flags",
         "_frame_error",
         "_hb_handle",
         "_idle_handle",
@@ -151,15 +131,16 @@ class Connection:
         "_left",
         "_life",
         "_loop",
+        "_peername",
         "_ping_at",
         "_reading",
         "_registry",
         "_reply_reader",
         "_rx_at",
         "_slow_handle",
-        "_stopped",
         "_task",
         "_transport",
+        "_waiters",
         "_watchdog",
         "_watchdog_at",
         "bytes_in",
@@ -170,7 +151,6 @@ class Connection:
         "last_rtt",
         "messages_in",
         "messages_out",
-        "peer",
         "request",
         "response",
         "settings",
@@ -194,7 +174,7 @@ class Connection:
         self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
         self.last_rtt: float | None = None
         peername = transport.get_extra_info("peername")
-        self.peer = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else "?"
+        self._peername = peername  # the transport's own tuple: formatted only when asked
         self._transport: asyncio.Transport = transport
         self._registry = registry
         self._loop = asyncio.get_running_loop()
@@ -204,9 +184,8 @@ class Connection:
         self._closing = False  # we sent our close frame (or echoed the peer's)
         self._reading = False  # a task is inside response.receive()
         self._callbacks: list[EndCallback] | None = None  # most connections register none
-        self._stopped = _Latch()  # the transport is gone
-        self._done = _Latch()  # the Ending is recorded and the end callbacks have run
-        self._finished = _Latch()  # ...and the handler has left the accept block
+        self._flags = 0  # _STOPPED | _DONE | _FINISHED
+        self._waiters: dict[int, asyncio.Future[None]] | None = None
         self._left = False
         self._frame_error = False
         self._conclusion: asyncio.Task[None] | None = None
@@ -225,9 +204,15 @@ class Connection:
         if settings.rate_limit is not None:
             burst = settings.rate_burst or max(1, int(settings.rate_limit))
             self._bucket = TokenBucket(settings.rate_limit, burst, self._life.opened_at)
-        self.client = self.peer.rsplit(":", 1)[0]  # the address per-client limits count
+        self.client = ""  # the address a per-client limit counts (set by accept when one is)
 
     # -- public API --------------------------------------------------------------
+
+    @property
+    def peer(self) -> str:
+        """``host:port`` of the peer."""
+        peername = self._peername
+        return f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else "?"
 
     def __repr__(self) -> str:
         state = self.ending.reason.value if self.ending else "open"
@@ -356,7 +341,7 @@ class Connection:
             self._send_close(code, reason.encode("utf-8"))
         await self._wait_stopped()
         if self.ending is None and self._conclusion is not None:
-            await asyncio.shield(self._done.future())  # the Ending is recorded on return
+            await asyncio.shield(self._future(_DONE))  # the Ending is recorded on return
 
     def on_end(self, callback: EndCallback) -> None:
         """Run ``callback(ending)`` once when the connection ends (sync or async).
@@ -379,9 +364,32 @@ class Connection:
 
     async def wait_ended(self) -> Ending:
         """Wait until the ending is recorded and every end callback has run."""
-        await asyncio.shield(self._done.future())
+        await asyncio.shield(self._future(_DONE))
         assert self.ending is not None
         return self.ending
+
+    def _set(self, flag: int) -> None:
+        if not self._flags & flag:
+            self._flags |= flag
+            if self._waiters is not None:
+                future = self._waiters.pop(flag, None)
+                if future is not None and not future.done():
+                    future.set_result(None)
+
+    def _future(self, flag: int) -> asyncio.Future[None]:
+        """A future resolved when ``flag`` is set (created on demand)."""
+        if self._waiters is None:
+            self._waiters = {}
+        future = self._waiters.get(flag)
+        if future is None:
+            future = self._waiters[flag] = self._loop.create_future()
+            if self._flags & flag:
+                future.set_result(None)
+        return future
+
+    @property
+    def _is_finished(self) -> bool:
+        return bool(self._flags & _FINISHED)
 
     # -- start ---------------------------------------------------------------------
 
@@ -438,7 +446,7 @@ class Connection:
 
     def _on_transport_lost(self) -> None:
         """Called by the parser tap from aiohttp's ``connection_lost``: at once, once."""
-        if self._stopped.is_set:
+        if self._flags & _STOPPED:
             return
         life = self._life
         if self._frame_error and not life.decided:
@@ -449,7 +457,7 @@ class Connection:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        self._stopped.set()
+        self._set(_STOPPED)
         if life.decided and self._conclusion is None:
             # the Ending does not wait for a handler busy elsewhere (a push loop, a queue)
             self._conclusion = self._loop.create_task(self._conclude())
@@ -532,7 +540,7 @@ class Connection:
     def _arm_watchdog(self, delay: float) -> None:
         """Abort the transport unless it is gone within ``delay`` (earliest arming wins)."""
         when = _monotonic() + delay
-        if self._stopped.is_set or when >= self._watchdog_at:
+        if self._flags & _STOPPED or when >= self._watchdog_at:
             return
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -541,7 +549,7 @@ class Connection:
 
     def _abort(self) -> None:
         self._watchdog = None
-        if not self._stopped.is_set:
+        if not self._flags & _STOPPED:
             self._transport.abort()
             self._on_transport_lost()
 
@@ -565,7 +573,7 @@ class Connection:
 
     def _ensure_reply_reader(self) -> None:
         """From outside the handler: make sure someone reads the peer's close reply."""
-        if self._reading or self._reply_reader is not None or self._stopped.is_set:
+        if self._reading or self._reply_reader is not None or self._flags & _STOPPED:
             return
         if asyncio.current_task() is self._task:
             return  # the handler itself will read it in __anext__ or at its exit
@@ -573,16 +581,16 @@ class Connection:
 
     async def _wait_stopped(self) -> None:
         """Until the transport is gone: read the reply here unless another task does."""
-        if self._stopped.is_set:
+        if self._flags & _STOPPED:
             return
         if self._reading or self._reply_reader is not None:
-            await asyncio.shield(self._stopped.future())
+            await asyncio.shield(self._future(_STOPPED))
         else:
             await self._read_reply()
 
     async def _read_reply(self) -> None:
         ws = self.response
-        while not self._stopped.is_set:
+        while not self._flags & _STOPPED:
             self._reading = True
             try:
                 msg = await ws.receive()
@@ -595,7 +603,7 @@ class Connection:
                 continue  # data after our close frame is discarded (RFC 6455 1.4)
             self._on_final_message(msg.type, msg.data)
             break
-        await asyncio.shield(self._stopped.future())
+        await asyncio.shield(self._future(_STOPPED))
 
     # -- the end -------------------------------------------------------------------------------
 
@@ -630,8 +638,8 @@ class Connection:
 
     def _release(self, _: object = None) -> None:
         """The handler has left and the ending is complete: let the registry forget us."""
-        if self._left and self._done.is_set and not self._finished.is_set:
-            self._finished.set()
+        if self._left and self._flags & _DONE and not self._flags & _FINISHED:
+            self._set(_FINISHED)
             if self._registry is not None:
                 self._registry._remove(self)
 
@@ -645,7 +653,7 @@ class Connection:
                     self._write_close(code)
             if life.reason is EndReason.CANCELLED:
                 self._close_transport()  # best effort: the reply is not awaited
-            elif not self._stopped.is_set:
+            elif not self._flags & _STOPPED:
                 self._arm_watchdog(self._close_budget())
                 await self._wait_stopped()
         except asyncio.CancelledError as exc:  # the loop is being torn down: end now,
@@ -677,7 +685,7 @@ class Connection:
             except asyncio.CancelledError as exc:  # torn down: the others still run
                 interrupted = exc
         self._callbacks = None
-        self._done.set()
+        self._set(_DONE)
         self._release()
         if interrupted is not None:
             raise interrupted

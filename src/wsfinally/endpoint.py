@@ -51,6 +51,13 @@ class accept:  # noqa: N801 - used like a function: ``async with accept(request)
         self._base = Settings.build(**settings) if settings else _DEFAULTS
         self._conn: Connection | None = None
 
+    @classmethod
+    def _with(cls, request: web.Request, base: Settings, overrides: dict[str, Any]) -> accept:
+        """For ``endpoint``: settings already validated, no dict copied per request."""
+        self = cls.__new__(cls)
+        self._request, self._base, self._overrides, self._conn = request, base, overrides, None
+        return self
+
     async def __aenter__(self) -> Connection:
         request = self._request
         registry = find_registry(request)
@@ -63,7 +70,9 @@ class accept:  # noqa: N801 - used like a function: ``async with accept(request)
         ):
             _refused(registry, "origin")
             raise web.HTTPForbidden(text="origin not allowed")
-        client = client_address(request.remote, request.headers, settings.trusted_proxies)
+        client = ""  # counted per address only when a per-address limit is set
+        if registry is not None and registry.settings.max_connections_per_ip is not None:
+            client = client_address(request.remote, request.headers, settings.trusted_proxies)
         if registry is not None:
             cause = registry.admit(client)
             if cause == "max_connections":
@@ -129,12 +138,12 @@ def endpoint(**settings: Any) -> Callable[[Handler], AiohttpHandler]:
     An exception from the handler ends the connection ``handler_error`` (1011) and is
     logged with the connection id; cancellation propagates.
     """
-    Settings.build(**settings)  # fail at import time on a bad setting
+    base = Settings.build(**settings) if settings else _DEFAULTS  # fails at import time
 
     def decorate(handler: Handler) -> AiohttpHandler:
         @functools.wraps(handler)
         async def aiohttp_handler(request: web.Request) -> web.StreamResponse:
-            ctx = accept(request, **settings)
+            ctx = accept._with(request, base, settings)
             try:
                 async with ctx as conn:
                     await handler(conn)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from .connection import _FINISHED
 from .ending import Ending, EndReason
 from .settings import Settings
 
@@ -116,13 +117,23 @@ class Registry:
         timeout = self.settings.shutdown_timeout
         self._deadlines = (started + timeout * _CLOSE_SHARE, started + timeout)
         self.shutting_down = True  # from here on, _start() shuts new arrivals down too
+        protocol_tasks = []
         for conn in list(self.connections.values()):
+            # aiohttp's own shutdown then walks every connection whose protocol task has not
+            # finished (~100 µs each): waiting for those tasks too leaves it nothing to do
+            task = getattr(conn.request.protocol, "_task_handler", None)
+            if task is not None:
+                protocol_tasks.append(task)
             conn._shutdown(*self._deadlines)
         total = len(self.connections)
         await self._wait_finished(started + timeout * _FORCE_AT)
+        pending_tasks = [t for t in protocol_tasks if not t.done()]
+        remaining = started + timeout * _FORCE_AT - time.monotonic()
+        if pending_tasks and remaining > 0:
+            await asyncio.wait(pending_tasks, timeout=remaining)
         forced = 0
         for conn in list(self.connections.values()):
-            if not conn._finished.is_set:
+            if not conn._is_finished:
                 forced += 1
                 conn._force()
         unfinished = await self._wait_finished(started + timeout)
@@ -142,7 +153,7 @@ class Registry:
         """
         while True:
             pending = [
-                c._finished.future() for c in self.connections.values() if not c._finished.is_set
+                c._future(_FINISHED) for c in self.connections.values() if not c._is_finished
             ]
             remaining = until - time.monotonic()
             if not pending or remaining <= 0:
