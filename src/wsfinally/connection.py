@@ -131,7 +131,6 @@ class Connection:
         "_left",
         "_life",
         "_loop",
-        "_peername",
         "_ping_at",
         "_reading",
         "_registry",
@@ -173,8 +172,6 @@ class Connection:
         self.ending: Ending | None = None
         self.messages_in = self.messages_out = self.bytes_in = self.bytes_out = 0
         self.last_rtt: float | None = None
-        peername = transport.get_extra_info("peername")
-        self._peername = peername  # the transport's own tuple: formatted only when asked
         self._transport: asyncio.Transport = transport
         self._registry = registry
         self._loop = asyncio.get_running_loop()
@@ -211,7 +208,9 @@ class Connection:
     @property
     def peer(self) -> str:
         """``host:port`` of the peer."""
-        peername = self._peername
+        # asked of the transport each time (it answers after closing too, on both loops):
+        # uvloop builds the tuple anew per call, so keeping it would cost every idle peer
+        peername = self._transport.get_extra_info("peername")
         return f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else "?"
 
     def __repr__(self) -> str:
