@@ -10,7 +10,8 @@ server was the limit there. The servers alternate in short slices within each ro
 (the order rotates every round) so that the machine's drift hits all alike; each point
 is repeated and the median kept. Ratios are to raw aiohttp measured in the same run.
 
-Writes benchmarks/results/latest.{json,md} and PNG plots next to them.
+Writes benchmarks/results/latest.{json,md} and PNG plots next to them (quick mode:
+quick.{json,md} and quick-*.png, so a smoke run never replaces the full results).
 """
 
 from __future__ import annotations
@@ -331,7 +332,7 @@ def report(results: dict[str, Any], names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plots(results: dict[str, Any], names: list[str]) -> None:
+def plots(results: dict[str, Any], names: list[str], prefix: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -348,7 +349,7 @@ def plots(results: dict[str, Any], names: list[str]) -> None:
         ax.set_xlabel("msg/s")
         ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "echo.png", dpi=100)
+    fig.savefig(RESULTS / f"{prefix}echo.png", dpi=100)
     plt.close(fig)
     mem = results["memory"]
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -357,7 +358,7 @@ def plots(results: dict[str, Any], names: list[str]) -> None:
     ax.set_title(f"idle RSS per connection, {last} connections, heartbeat on")
     ax.set_xlabel("KiB")
     fig.tight_layout()
-    fig.savefig(RESULTS / "memory.png", dpi=100)
+    fig.savefig(RESULTS / f"{prefix}memory.png", dpi=100)
     plt.close(fig)
 
 
@@ -396,12 +397,13 @@ async def main(args: argparse.Namespace) -> None:
         "elapsed_s": round(time.monotonic() - started, 1),
     }  # fmt: skip
     text = report(results, names)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=1))
-    (RESULTS / "latest.md").write_text(text)
-    plots(results, names)
+    stem = "quick" if args.quick else "latest"  # a smoke run never replaces the full results
+    (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / f"{stem}.md").write_text(text)
+    plots(results, names, prefix="quick-" if args.quick else "")
     print(text)
-    print(f"\n(took {results['meta']['elapsed_s']} s; written {RESULTS}/latest.md, latest.json, "
-          "echo.png, memory.png)")  # fmt: skip
+    print(f"\n(took {results['meta']['elapsed_s']} s; written {RESULTS}/{stem}.md, {stem}.json "
+          "and the plots)")  # fmt: skip
 
 
 if __name__ == "__main__":
