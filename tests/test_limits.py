@@ -44,13 +44,15 @@ def test_origin_check_same_origin_by_default_allowlist_otherwise(
         ("10.0.0.2", "", ("10.0.0.0/8",), "10.0.0.2"),
         ("127.0.0.1", "garbage", ("127.0.0.1",), "garbage"),
         (None, "", (), "?"),
+        # two header lines: the client's spoofed one, then the proxy's own (HAProxy)
+        ("10.0.0.2", "6.6.6.6|203.0.113.9", ("10.0.0.0/8",), "203.0.113.9"),
     ],
 )
 def test_client_address_trusts_forwarded_for_only_from_trusted_proxies(
     peer: str | None, xff: str, trusted: tuple[str, ...], counted: str
 ) -> None:
-    headers = {"X-Forwarded-For": xff} if xff else {}
-    assert client_address(peer, headers, trusted) == counted
+    lines = xff.split("|") if xff else []
+    assert client_address(peer, lines, trusted) == counted
 
 
 def test_token_bucket_allows_burst_then_rate() -> None:

@@ -84,11 +84,20 @@ def rss_kib() -> int:
 # -- slow consumers --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("how", ["send", "send_nowait"])
+@pytest.mark.parametrize(
+    ("how", "chunk_size", "limit"),
+    [
+        ("send", 16 * KiB, 128 * KiB),
+        ("send", 8 * 1024 * KiB, 64 * KiB),  # one message far over the limit blocks in drain()
+        ("send_nowait", 16 * KiB, 128 * KiB),
+        ("send_nowait", 60 * KiB, 64 * KiB),  # messages that never fit the remaining room
+    ],
+    ids=["send", "send-huge", "send_nowait", "send_nowait-big"],
+)
 async def test_peer_that_stops_reading_ends_slow_consumer_within_the_bound(
-    how: str, server: Any, clients: list[Client]
+    how: str, chunk_size: int, limit: int, server: Any, clients: list[Client]
 ) -> None:
-    chunk = b"x" * (16 * KiB)
+    chunk = b"x" * chunk_size
     srv: Server
 
     async def flood(conn: Connection) -> None:
@@ -101,14 +110,14 @@ async def test_peer_that_stops_reading_ends_slow_consumer_within_the_bound(
                 await asyncio.sleep(0)
             srv.max_buffered = max(srv.max_buffered, conn.buffered)
 
-    srv = await server(flood, send_limit=128 * KiB, slow_consumer_timeout=0.5, ping_interval=None)
+    srv = await server(flood, send_limit=limit, slow_consumer_timeout=0.5, ping_interval=None)
     client = await Client.raw(srv.url, "noread")
     clients.append(client)
     conn = await srv.conns.get()
     ending = await asyncio.wait_for(conn.wait_ended(), seconds(0.5 + 5))
     assert (ending.reason, ending.code, ending.clean) == (EndReason.SLOW_CONSUMER, 1006, False)
     # the backlog never grew past the limit plus one message (plus aiohttp's 16 KiB step)
-    assert srv.max_buffered <= 128 * KiB + len(chunk) + 16 * KiB
+    assert srv.max_buffered <= limit + len(chunk) + 16 * KiB
     await eventually(lambda: socket_of_conn_closed(conn), 2, "the transport to be aborted")
 
 

@@ -273,7 +273,7 @@ class Connection:
         # over the limit after this one: the send may wait in drain(); bound that wait
         if self._transport.get_write_buffer_size() + len(data) > self.settings.send_limit:
             self._backlogged = True
-            self._watch_backlog()
+            self._arm_slow()  # unconditionally: the write below is what fills the buffer
         else:
             self._backlogged = False
         if isinstance(data, str):
@@ -298,9 +298,11 @@ class Connection:
             payload, opcode = data.encode("utf-8"), 0x1
         else:
             payload, opcode = bytes(data), 0x2
-        if self._transport.get_write_buffer_size() + len(payload) > self.settings.send_limit:
+        buffered = self._transport.get_write_buffer_size()
+        if buffered and buffered + len(payload) > self.settings.send_limit:
+            # (an empty buffer takes any one message: the limit is never a size cap)
             self._backlogged = True
-            self._watch_backlog()
+            self._arm_slow()
             return False
         self._backlogged = False
         self._transport.write(data_frame(opcode, payload))
@@ -314,15 +316,15 @@ class Connection:
         return 0 if self._transport.is_closing() else self._transport.get_write_buffer_size()
 
     def _over_limit(self) -> bool:
-        """The peer holds more than ``send_limit`` unread, or so much that a message was
-        refused and it has not taken half of it since."""
+        """The peer holds more than ``send_limit`` unread, or a message was refused for
+        want of room and nothing was sent since while its backlog is still there."""
         if self.request.protocol.writing_paused:
             return True
-        return self._backlogged and self.buffered >= self.settings.send_limit // 2
+        return self._backlogged and self.buffered > 0
 
-    def _watch_backlog(self) -> None:
-        """Arm the slow-consumer timer when the peer is over its send limit."""
-        if self._slow_handle is None and self._over_limit():
+    def _arm_slow(self) -> None:
+        """Start the slow-consumer clock; ``_slow_check`` decides when it runs out."""
+        if self._slow_handle is None:
             self._slow_handle = self._loop.call_later(
                 self.settings.slow_consumer_timeout, self._slow_check
             )

@@ -7,6 +7,7 @@ run before control goes on; exceptions and cancellation propagate.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -72,7 +73,10 @@ class accept:  # noqa: N801 - used like a function: ``async with accept(request)
             raise web.HTTPForbidden(text="origin not allowed")
         client = ""  # counted per address only when a per-address limit is set
         if registry is not None and registry.settings.max_connections_per_ip is not None:
-            client = client_address(request.remote, request.headers, settings.trusted_proxies)
+            client = client_address(
+                request.remote, request.headers.getall("X-Forwarded-For", []),
+                settings.trusted_proxies,
+            )  # fmt: skip
         if registry is not None:
             cause = registry.admit(client)
             if cause == "max_connections":
@@ -81,12 +85,17 @@ class accept:  # noqa: N801 - used like a function: ``async with accept(request)
                 raise web.HTTPTooManyRequests(text="too many connections from this address")
         try:
             if settings.auth is not None:
-                try:
-                    allowed = await settings.auth(request)
+                try:  # bounded: a hook that hangs must not hold a connection slot
+                    allowed = await asyncio.wait_for(
+                        settings.auth(request), settings.handshake_timeout
+                    )
                 except web.HTTPException:
                     _refused(registry, "auth")
                     raise
-                if allowed is False:
+                except asyncio.TimeoutError:
+                    _refused(registry, "auth")
+                    raise web.HTTPServiceUnavailable(text="authentication timed out") from None
+                if not allowed:  # only an explicit yes admits (a missing return refuses)
                     _refused(registry, "auth")
                     raise web.HTTPForbidden(text="not allowed")
             ws = web.WebSocketResponse(
@@ -105,12 +114,12 @@ class accept:  # noqa: N801 - used like a function: ``async with accept(request)
             )
             await ws.prepare(request)
             conn = Connection(request, ws, settings, registry)
+            conn.client = client
+            conn._start()
         except BaseException:
             if registry is not None:
                 registry.release(client)
             raise
-        conn.client = client
-        conn._start()
         self._conn = conn
         return conn
 

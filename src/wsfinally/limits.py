@@ -6,7 +6,7 @@ Pure functions and one small class: no asyncio, no aiohttp, tested as tables.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Sequence
 from urllib.parse import urlsplit
 
 __all__ = ["TokenBucket", "client_address", "origin_allowed"]
@@ -63,15 +63,19 @@ def _is_trusted(address: str, trusted: Collection[str]) -> bool:
 
 
 def client_address(
-    peer: str | None, headers: Mapping[str, str], trusted_proxies: Collection[str]
+    peer: str | None, forwarded_for: Sequence[str], trusted_proxies: Collection[str]
 ) -> str:
     """The address a per-client limit counts: the peer, or — only when the peer is a
-    trusted proxy — the right-most address in ``X-Forwarded-For`` that is not one."""
+    trusted proxy — the right-most address in ``X-Forwarded-For`` that is not one.
+
+    ``forwarded_for`` holds every ``X-Forwarded-For`` header line in order: a proxy may
+    append its own line after the client's (HAProxy does), so all of them are read.
+    """
     address = peer or "?"
     if not trusted_proxies or not _is_trusted(address, trusted_proxies):
         return address
-    forwarded = headers.get("X-Forwarded-For", "")
-    for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
+    hops = [h.strip() for line in forwarded_for for h in line.split(",") if h.strip()]
+    for hop in reversed(hops):
         if not _is_trusted(hop, trusted_proxies):
             return hop
     return address

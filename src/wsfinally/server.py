@@ -86,11 +86,10 @@ class Registry:
         """The app's defaults with ``overrides`` applied, built once per distinct set."""
         if not overrides:
             return self.settings
-        key = tuple(sorted(overrides.items()))
-        try:
-            hash(key)
-        except TypeError:  # a list among the overrides: build, do not cache
+        if any(callable(v) or isinstance(v, (list, dict, set)) for v in overrides.values()):
+            # a callable may be built per request (a closure, a partial): caching would grow
             return Settings.build(self.settings, **overrides)
+        key = tuple(sorted(overrides.items()))
         settings = self._settings_cache.get(key)
         if settings is None:
             settings = self._settings_cache[key] = Settings.build(self.settings, **overrides)
