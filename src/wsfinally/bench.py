@@ -185,11 +185,9 @@ async def _ticker(
 
 
 async def _stop(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait for it; a cancellation of the caller still propagates."""
     task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    await asyncio.wait((task,))
 
 
 async def _preflight(bench: _Bench, session: aiohttp.ClientSession) -> None:
