@@ -309,7 +309,7 @@ class Probe:
         self.registry = wsfinally.setup(app, **self.settings)
         handler = self._accept_handler if self.style == "accept" else self._endpoint_handler
         app.router.add_get("/ws", handler)
-        self.runner = web.AppRunner(app, **self.runner_kwargs)
+        self.runner = web.AppRunner(app, **{"shutdown_timeout": 2, **self.runner_kwargs})
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()

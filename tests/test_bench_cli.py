@@ -20,7 +20,7 @@ from wsfinally.demo import make_app
 
 @pytest.fixture
 async def echo_url() -> AsyncIterator[str]:
-    runner = web.AppRunner(make_app(), access_log=None)
+    runner = web.AppRunner(make_app(), access_log=None, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -129,7 +129,7 @@ async def test_server_that_upgrades_but_stays_silent_is_a_bounded_error(
 
     app = web.Application()
     app.router.add_get("/ws", silent)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=2)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     monkeypatch.setattr(bench, "MESSAGE_TIMEOUT", 0.2)

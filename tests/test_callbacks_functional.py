@@ -19,7 +19,7 @@ async def serve(handler: Any, **defaults: Any) -> tuple[web.AppRunner, str, wsfi
     app = web.Application()
     registry = wsfinally.setup(app, **defaults)
     app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

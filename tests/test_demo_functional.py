@@ -16,7 +16,7 @@ from wsfinally.demo import make_app
 @pytest.fixture
 async def demo() -> AsyncIterator[tuple[web.Application, str]]:
     app = make_app(ping_interval=5)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -80,7 +80,7 @@ async def test_close_after_a_read_that_timed_out_is_clean_and_prompt(clients: li
     app = web.Application()
     wsfinally.setup(app)
     app.router.add_get("/ws", handler)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=2)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

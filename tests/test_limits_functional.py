@@ -43,7 +43,7 @@ class Server:
             await behaviour(conn)
 
         app.router.add_get("/ws", handler)
-        self.runner = web.AppRunner(app)
+        self.runner = web.AppRunner(app, shutdown_timeout=2)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
