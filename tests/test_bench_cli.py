@@ -44,7 +44,7 @@ async def bench_cli(*args: str, timeout: float = 30) -> tuple[int, str, str]:
         out, err = await asyncio.wait_for(proc.communicate(), seconds(timeout))
     except asyncio.TimeoutError:
         proc.kill()
-        await proc.wait()
+        await proc.communicate()
         raise AssertionError(f"bench {args} did not exit within {seconds(timeout)} s") from None
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
