@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
 import uvloop
 
+from hubsupport import RedisServer, missing, redis_answers, shared_redis_url
 from support import Client, Probe
 
 LOOPS: Mapping[str, Callable[[], asyncio.AbstractEventLoop]] = {
@@ -46,3 +47,34 @@ async def clients() -> AsyncIterator[list[Client]]:
     yield spawned
     for c in spawned:
         await c.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis that answers: the machine's (or ``$WSFINALLY_REDIS_URL``), else a throwaway
+    ``redis-server`` started for the session. Neither: skipped locally, failed in CI."""
+    url = shared_redis_url()
+    host, _, port = url.split("//", 1)[1].split("/", 1)[0].rpartition(":")
+    if redis_answers(host, int(port)):
+        yield url
+        return
+    server = RedisServer()
+    try:
+        server.start()
+    except RuntimeError as exc:
+        missing(f"a Redis server ({exc})")
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis of this test's own, which it may kill and start again."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

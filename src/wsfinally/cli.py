@@ -71,6 +71,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--trusted-proxies", type=_origins, default=(),
                        metavar="CIDR[,CIDR...]", help="whose X-Forwarded-For counts")  # fmt: skip
     serve.add_argument("--rate-limit", type=float, default=None, metavar="MSGS_PER_S")
+    serve.add_argument("--redis", default=None, metavar="URL",
+                       help="share the chat's rooms and presence between nodes through Redis "
+                       "(redis://host:6379/0); default: in memory")  # fmt: skip
+    serve.add_argument("--hub-lease-ttl", type=float, default=10.0, metavar="S",
+                       help="with --redis: a node silent this long is declared dead and its "
+                       "members leave as node_lost (default 10)")  # fmt: skip
+    serve.add_argument("--hub-namespace", default="wsf", metavar="NAME",
+                       help="with --redis: the key prefix shared by the nodes")  # fmt: skip
     serve.add_argument("--log-format", default="text", metavar="text|json")
     serve.add_argument(
         "--loop",
@@ -137,8 +145,14 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-async def serve(host: str, port: int, settings: dict[str, Any]) -> None:
-    app = make_app(**settings)
+async def serve(
+    host: str,
+    port: int,
+    settings: dict[str, Any],
+    redis: str | None = None,
+    hub_options: dict[str, Any] | None = None,
+) -> None:
+    app = make_app(redis=redis, hub_options=hub_options, **settings)
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -194,7 +208,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.configure(args.log_format)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
-    _run(serve(args.host, args.port, settings), _loop_factory(args.loop))
+    hub_options: dict[str, Any] = {}
+    if args.redis is not None:
+        hub_options["lease_ttl"] = args.hub_lease_ttl
+        hub_options["namespace"] = args.hub_namespace
+        try:
+            from .hub import RedisBackend
+
+            RedisBackend(args.redis, **hub_options)  # fail before starting, naming the option
+        except (TypeError, ValueError, RuntimeError) as exc:
+            parser.error(str(exc))
+    serve_it = serve(args.host, args.port, settings, args.redis, hub_options)
+    _run(serve_it, _loop_factory(args.loop))
     return 0
 
 

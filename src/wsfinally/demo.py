@@ -1,4 +1,4 @@
-"""The demo application: the echo protocol at ``/ws`` and an index page at ``/``.
+"""The demo application: the echo protocol at ``/ws``, the chat at ``/chat``, an index at ``/``.
 
 Echo protocol: text ``close`` -> the server closes with 1000; any other text ->
 the same text + ``/answer``; binary -> echoed unchanged.
@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .connection import Connection
 from .endpoint import endpoint
+from .hub import setup_hub
 from .server import setup
 
 __all__ = ["echo", "make_app"]
@@ -24,6 +25,8 @@ code{background:#eee;padding:0 .2em}</style></head>
 <p>Every websocket accepted here ends exactly once, with a truthful reason, and the server
 logs one <code>connection.ended</code> line for it.</p>
 <ul>
+<li><a href="/chat"><code>/chat</code></a> — chat rooms with live presence: each leave is
+shown with its reason (close the tab, kill the browser, stop a server node).</li>
 <li><code>/ws</code> — echo: text <code>close</code> makes the server close with 1000; any other
 text comes back with <code>/answer</code> appended; binary comes back unchanged.</li>
 </ul>
@@ -55,10 +58,20 @@ async def index(request: web.Request) -> web.Response:
     return web.Response(text=INDEX, content_type="text/html")
 
 
-def make_app(**settings: Any) -> web.Application:
-    """The demo app; ``settings`` become the defaults of every connection."""
+def make_app(
+    *, redis: str | None = None, hub_options: dict[str, Any] | None = None, **settings: Any
+) -> web.Application:
+    """The demo app; ``settings`` become the defaults of every connection.
+
+    The chat's hub is in memory, or shared through Redis at ``redis`` (``hub_options``
+    go to :class:`~wsfinally.hub.RedisBackend`: ``lease_ttl``, ``namespace``, ...).
+    """
+    from .chat import chat
+
     app = web.Application()
     setup(app, **settings)
+    setup_hub(app, redis=redis, **(hub_options or {}))
     app.router.add_get("/", index)
     app.router.add_get("/ws", echo)
+    app.router.add_get("/chat", chat)
     return app
