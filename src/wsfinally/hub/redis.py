@@ -456,8 +456,10 @@ class RedisBackend:
             args=[self._prefix, self._channel, str(self.log_size), self._key_ttl_ms],
         )
         for node in lost or ():
-            self.stats.nodes_reaped += 1
             name = node.decode() if isinstance(node, bytes) else str(node)
+            if self._hub is not None and name == self._hub.node:
+                continue  # our own entry, removed as we stop
+            self.stats.nodes_reaped += 1
             fields = {"event": "hub.node_lost", "node": name}
             logger.warning("hub: node %s lost its lease; its members left as node_lost", name,
                            extra={"wsf": fields})  # fmt: skip
