@@ -190,7 +190,8 @@ async def node_death_case(redis: str, members: int = 100) -> dict[str, Any]:
         )  # fmt: skip
         procs.append(proc)
     try:
-        async with aiohttp.ClientSession() as session:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector) as session:
             for port in ports:  # wait until each node listens
                 for _ in range(300):
                     try:
@@ -206,7 +207,10 @@ async def node_death_case(redis: str, members: int = 100) -> dict[str, Any]:
             ]
             joins, leaves, reasons = 0, 0, set()
             killed = 0.0
-            async for msg in watcher:
+            while True:
+                msg = await asyncio.wait_for(watcher.receive(), 60)
+                if msg.type is not aiohttp.WSMsgType.TEXT:
+                    raise RuntimeError(f"the watcher's connection ended: {msg}")
                 m = json.loads(msg.data)
                 if m["type"] == "join":
                     joins += 1
@@ -243,7 +247,7 @@ async def main() -> None:
     _raise_nofile()
     os.sched_setaffinity(0, {1})
     rows = []
-    for n in (int(x) for x in args.members.split(",")):
+    for n in (int(x) for x in args.members.split(",") if x):
         for backend in args.backends.split(","):
             row = await broadcast_case(backend, n, args.rounds, args.redis)
             rows.append(row)
