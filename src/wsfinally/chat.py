@@ -60,7 +60,10 @@ async def chat(request: web.Request) -> web.StreamResponse:
         def on_event(event: HubEvent) -> None:
             conn.send_nowait(wire(event))
 
-        await hub.join(conn, room, {"name": name}, on_event=on_event)
+        try:
+            await hub.join(conn, room, {"name": name}, on_event=on_event)
+        except ConnectionResetError:  # it left while the room was being read
+            return conn.response
         async for msg in conn:
             if not isinstance(msg, str):
                 continue

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import secrets
 import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from .events import LEFT, UNKNOWN, HubEvent, Member
 
@@ -31,22 +32,33 @@ if TYPE_CHECKING:
     from ..connection import Connection
     from ..ending import Ending
 
-__all__ = ["Backend", "Hub", "HubStats", "Snapshot", "Subscriber"]
+__all__ = ["Backend", "Change", "Hub", "HubStats", "Snapshot", "Subscriber"]
 
 logger = logging.getLogger("wsfinally.hub")
 
 Subscriber = Callable[[HubEvent], Any]
 
 
+class Change(NamedTuple):
+    """One published change of a room: its ``version`` within the room's ``generation``
+    (a room's history starts again when a backend lost it, e.g. an empty Redis restart)."""
+
+    version: int
+    kind: str  # "join" or "leave"
+    member: Member
+    reason: str | None = None
+    generation: str = ""
+
+
 @dataclass
 class Snapshot:
-    """A room as the backend holds it: ``version`` counts the room's events so far;
-    ``log`` holds the latest events (oldest first) for replay after an outage."""
+    """A room as the backend holds it: ``version`` counts the room's changes so far in
+    ``generation``; ``log`` holds the latest changes (oldest first) for replay."""
 
     version: int
     members: list[Member]
-    log: list[tuple[int, str, Member, str | None]]  # (version, type, member, reason)
-    epoch: str = ""
+    log: list[Change]
+    generation: str = ""
 
 
 class Backend(Protocol):
@@ -67,6 +79,11 @@ class Backend(Protocol):
         """The room now, or None when the backend cannot tell (it is unreachable)."""
         ...
 
+    def resync(self, room: str) -> None:
+        """Bring the hub's view of ``room`` back in line as soon as the backend can (by
+        calling ``Hub._resync`` with a fresh snapshot); a no-op for a single process."""
+        ...
+
 
 @dataclass
 class HubStats:
@@ -81,17 +98,22 @@ class HubStats:
 
 
 class _View:
-    """The members of one room on other nodes, as this node knows them."""
+    """The members of one room on other nodes, as this node knows them.
 
-    __slots__ = ("buffer", "members", "pending", "ready", "stale", "unconfirmed", "version")
+    ``buffer`` is not None while the view waits for a resync (it was read while the
+    backend was away, or the backend's subscription was renewed): changes are held there
+    and applied, past the fresh snapshot's version, when the resync comes.
+    """
+
+    __slots__ = ("buffer", "generation", "members", "pending", "ready", "unconfirmed", "version")
 
     def __init__(self) -> None:
         self.members: dict[str, Member] = {}
-        self.version = -1
+        self.version = -1  # -1: never in line with the backend
+        self.generation = ""
         self.ready: asyncio.Future[None] | None = None  # set while the first snapshot loads
-        self.pending: list[tuple[int, str, Member, str | None]] | None = []
-        self.buffer: list[tuple[int, str, Member, str | None]] | None = None  # resyncing
-        self.stale = False  # built while the backend was unreachable: resync when it is back
+        self.pending: list[Change] | None = []  # changes that came while it loaded
+        self.buffer: list[Change] | None = None
         self.unconfirmed: set[str] = set()  # awaiting their node's return after a reset
 
 
@@ -111,6 +133,7 @@ class Hub:
         self._subs: dict[str, list[Subscriber]] = {}
         self._member_subs: dict[str, Subscriber] = {}  # member id + room -> its on_event
         self._views: dict[str, _View] = {}
+        self._hooked: set[str] = set()  # connections whose end callback is registered
         self._started = False
 
     # -- lifecycle -----------------------------------------------------------------
@@ -146,16 +169,20 @@ class Hub:
             raise ConnectionResetError(f"websocket {conn.id} is closing")
         if room in self._rooms_of.get(conn.id, {}):
             raise ValueError(f"{conn.id} is already in room {room!r}")
+        payload = dict(presence or {})
+        json.dumps(payload)  # TypeError now, to the caller, not later in a backend's sender
         view = await self._view(room)
         if conn.closed:  # it ended while the room was being read
             self._maybe_drop_view(room)
             raise ConnectionResetError(f"websocket {conn.id} is closing")
         if room in self._rooms_of.get(conn.id, {}):
             raise ValueError(f"{conn.id} is already in room {room!r}")
-        member = Member(f"{self.node}/{conn.id}", self.node, room, dict(presence or {}))
+        member = Member(f"{self.node}/{conn.id}", self.node, room, payload)
         rooms = self._rooms_of.get(conn.id)
         if rooms is None:
             rooms = self._rooms_of[conn.id] = {}
+        if conn.id not in self._hooked:  # one end callback per connection, however many joins
+            self._hooked.add(conn.id)
             conn.on_end(functools.partial(self._on_connection_end, conn.id))
         rooms[room] = member
         self._local.setdefault(room, {})[member.id] = (conn, member)
@@ -224,6 +251,7 @@ class Hub:
     # -- local membership ----------------------------------------------------------
 
     def _on_connection_end(self, conn_id: str, ending: Ending) -> None:
+        self._hooked.discard(conn_id)
         for room in list(self._rooms_of.get(conn_id, ())):
             self._leave(conn_id, room, ending.reason.value)
 
@@ -252,23 +280,32 @@ class Hub:
 
     # -- what other nodes say (called by the backend) -------------------------------
 
-    def _remote(self, version: int, kind: str, member: Member, reason: str | None) -> None:
-        """One event from the backend's stream, in the order the backend published it."""
+    def _remote(self, change: Change) -> None:
+        """One change from the backend's stream, in the order the backend published it."""
+        member = change.member
         if member.node == self.node:
             return  # our own members: we are their truth
-        view = self._views.get(member.room)
+        room = member.room
+        view = self._views.get(room)
         if view is None:
             return  # nobody here cares about this room
         if view.pending is not None:  # its snapshot is still loading
-            view.pending.append((version, kind, member, reason))
+            view.pending.append(change)
             return
-        if view.buffer is not None:  # being resynced after an outage
-            view.buffer.append((version, kind, member, reason))
+        if view.buffer is not None:  # waiting for its resync
+            view.buffer.append(change)
             return
-        if version <= view.version:
+        if change.generation != view.generation:
+            if not view.generation and view.version == 0 and change.version == 1:
+                view.generation = change.generation  # the room's first change since we read it
+            else:  # the room's history started again (the backend lost it): read it anew
+                view.buffer = [change]
+                self.backend.resync(room)
+                return
+        if change.version <= view.version:
             return  # already in the snapshot
-        view.version = version
-        self._apply(view, kind, member, reason)
+        view.version = change.version
+        self._apply(view, change.kind, member, change.reason)
 
     def _apply(self, view: _View, kind: str, member: Member, reason: str | None) -> None:
         view.unconfirmed.discard(member.id)
@@ -283,41 +320,45 @@ class Hub:
             self._emit(HubEvent("leave", member.room, member, reason or UNKNOWN))
 
     def _begin_resync(self) -> None:
-        """The backend is about to subscribe anew: hold events until each view's resync."""
+        """The backend is about to subscribe anew: hold every view's changes until its
+        resync (views still loading are marked too: their snapshot may predate the gap)."""
         for view in self._views.values():
-            view.buffer = []
+            if view.buffer is None:
+                view.buffer = []
 
-    def _resync(self, room: str, snap: Snapshot, reset: bool, grace: float) -> None:
-        """Bring a view back in line after an outage.
+    def _needs_resync(self) -> list[str]:
+        return [room for room, v in self._views.items() if v.buffer is not None and not v.pending]
 
-        Same backend state (``reset`` false): replay the logged events it missed; if the
-        log does not reach back far enough, the difference is applied with leave reason
-        ``unknown`` (and logged). Backend state lost (``reset``): replay the new log, add
-        members it does not know, and give those it knows but the backend lost ``grace``
-        seconds for their node to bring them back before they leave as ``node_lost``.
-        Events held since the new subscription then follow, past the snapshot's version.
+    def _resync(self, room: str, snap: Snapshot, grace: float) -> None:
+        """Bring a view back in line from a fresh snapshot.
+
+        Same history (generation) as the view: replay the logged changes it missed; if
+        the log does not reach back far enough, apply the difference with leave reason
+        ``unknown`` (and log it). A new history (the backend lost the room): replay the new
+        log, add the members it does not know, and give the members it knows that the
+        backend lost ``grace`` seconds for their node to bring them back before they
+        leave as ``node_lost``. A view never in line (read while the backend was away)
+        takes the snapshot's members. Changes held since then follow.
         """
         view = self._views.get(room)
         if view is None or view.pending is not None:
             return
         held, view.buffer = view.buffer or [], None
-        view.stale = False
-        others = [e for e in snap.log if e[2].node != self.node]
+        mine = [c for c in snap.log if c.member.node != self.node]
         present = {m.id: m for m in snap.members if m.node != self.node}
-        missed = [e for e in snap.log if e[0] > view.version]
-        if (
-            not reset
-            and view.version >= 0
-            and (snap.version == view.version or (missed and missed[0][0] == view.version + 1))
-        ):
-            for _, kind, member, reason in missed:
-                if member.node != self.node:
-                    self._apply(view, kind, member, reason)
+        same = view.version >= 0 and snap.generation == view.generation
+        missed = [c for c in mine if c.version > view.version] if same else []
+        in_line = same and (
+            snap.version == view.version or any(c.version == view.version + 1 for c in snap.log)
+        )
+        if in_line:
+            for change in missed:
+                self._apply(view, change.kind, change.member, change.reason)
         else:
-            if view.version >= 0:  # a view that was never in sync has no history to replay
-                for _, kind, member, reason in others if reset else missed:
-                    if member.node != self.node:
-                        self._apply(view, kind, member, reason)
+            reset = view.version >= 0 and not same
+            if reset:
+                for change in mine:
+                    self._apply(view, change.kind, change.member, change.reason)
             for member in present.values():
                 self._apply(view, "join", member, None)
             gone = [m for mid, m in view.members.items() if mid not in present]
@@ -331,10 +372,11 @@ class Hub:
                 for member in gone:
                     self._apply(view, "leave", member, UNKNOWN)
         view.version = snap.version
-        for version, kind, member, reason in held:
-            if version > view.version:
-                view.version = version
-                self._apply(view, kind, member, reason)
+        view.generation = snap.generation
+        for change in held:
+            if change.generation == view.generation and change.version > view.version:
+                view.version = change.version
+                self._apply(view, change.kind, change.member, change.reason)
 
     def _expire_unconfirmed(self, room: str) -> None:
         view = self._views.get(room)
@@ -370,39 +412,46 @@ class Hub:
     # -- views ---------------------------------------------------------------------
 
     async def _view(self, room: str) -> _View:
-        view = self._views.get(room)
-        if view is None:
-            view = self._views[room] = _View()
-            view.ready = asyncio.get_running_loop().create_future()
-            try:
-                snap = await self.backend.snapshot(room)
-            except BaseException:
-                waiter, view.ready = view.ready, None
-                if self._views.get(room) is view:
-                    del self._views[room]
-                waiter.set_result(None)
-                raise
-            self._load(view, snap)
-        elif view.ready is not None:
+        while True:
+            view = self._views.get(room)
+            if view is None:
+                view = self._views[room] = _View()
+                view.ready = asyncio.get_running_loop().create_future()
+                try:
+                    snap = await self.backend.snapshot(room)
+                except BaseException:
+                    waiter, view.ready = view.ready, None
+                    if self._views.get(room) is view:
+                        del self._views[room]
+                    waiter.set_result(None)  # the others waiting load it themselves
+                    raise
+                self._load(room, view, snap)
+                return view
+            if view.ready is None:
+                return view
             await asyncio.shield(view.ready)
-        return view
+            # loaded, or given up, or dropped since: look again
 
-    def _load(self, view: _View, snap: Snapshot | None) -> None:
+    def _load(self, room: str, view: _View, snap: Snapshot | None) -> None:
         pending, view.pending = view.pending or [], None
-        if snap is None:
-            view.stale = True  # the backend is away; it resyncs us when it is back
+        if snap is None:  # the backend is away: hold the changes until it resyncs us
+            view.buffer = (view.buffer or []) + pending
         else:
             view.version = snap.version
+            view.generation = snap.generation
             for member in snap.members:
                 if member.node != self.node:
                     view.members[member.id] = member
-        for version, kind, member, reason in pending:
-            if version > view.version:
-                view.version = version
-                self._apply(view, kind, member, reason)
+            if view.buffer is not None:  # its subscription was renewed while it loaded
+                view.buffer.extend(pending)
+            else:
+                for change in pending:
+                    self._remote(change)
         if view.ready is not None:
             view.ready.set_result(None)
             view.ready = None
+        if view.buffer is not None:
+            self.backend.resync(room)
 
     def _maybe_drop_view(self, room: str) -> None:
         view = self._views.get(room)

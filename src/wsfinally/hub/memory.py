@@ -39,3 +39,6 @@ class MemoryBackend:
 
     async def snapshot(self, room: str) -> Snapshot | None:
         return Snapshot(0, [], [])
+
+    def resync(self, room: str) -> None:
+        pass

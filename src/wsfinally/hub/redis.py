@@ -12,16 +12,17 @@ the event and publishes it on ``events`` in one atomic step. When a node's lease
 each survivor runs the reaper; the script removes the dead node from ``nodes`` and publishes
 its members' leaves (reason ``node_lost``) in the same step, so exactly one survivor does it.
 
-Local delivery never waits for Redis: the hub hands operations to a queue that one task
+Local delivery never waits for Redis: the hub hands operations to queues that one task
 applies in order, in pipelined batches. When Redis goes away the outage is logged and
-counted, local delivery goes on, and the queue keeps presence changes (all of them: one
+counted, local delivery goes on, and the queues keep presence changes (all of them: one
 join and one leave per member at most) and up to ``max_pending_messages`` broadcasts for
-other nodes (the oldest are dropped and counted beyond that). On reconnection the node
-subscribes again, re-registers its lease and every member it holds (joins are idempotent),
-drains the queue (leaves are published at least once, and applied at most once), and
-brings each room it watches back in line from a snapshot plus the event log. A node
-that finds its lease gone (it froze past it, or Redis restarted empty) re-registers the
-same way. Keys are built inside scripts: one Redis, not Redis Cluster.
+other nodes (beyond that the oldest waiting are dropped and counted, outage or burst).
+On reconnection the node subscribes again, re-registers its lease and every member it
+holds (joins are idempotent), sends what waited (leaves are published at least once and
+applied at most once), and brings each room it watches back in line from a snapshot plus
+the event log. A node that finds its lease gone (it froze past it, or Redis restarted
+empty) registers again the same way. Keys are built inside scripts: one Redis, not Redis
+Cluster.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .core import Snapshot
+from .core import Change, Snapshot
 from .events import Member
 
 if TYPE_CHECKING:
@@ -45,40 +47,62 @@ __all__ = ["RedisBackend", "RedisStats"]
 
 logger = logging.getLogger("wsfinally.hub")
 
-_LOG_TAIL = """
+# The room's version is a hash {n: counter, g: generation}. A generation is born with the
+# room's first change (HSETNX of a fresh id), so a room whose history Redis lost (a restart,
+# an expiry) starts a new one and every node knows to read it anew. The version and the log
+# expire ``key_ttl`` after the room was left empty, never while it has members.
+_VERSION = """
+redis.call('HSETNX', KEYS[2], 'g', ARGV[7])
+local g = redis.call('HGET', KEYS[2], 'g')
+local v = redis.call('HINCRBY', KEYS[2], 'n', 1)
+"""
+
+_TAIL = """
 redis.call('LPUSH', KEYS[3], ev)
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
-redis.call('PEXPIRE', KEYS[2], ARGV[6])
-redis.call('PEXPIRE', KEYS[3], ARGV[6])
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+  redis.call('PEXPIRE', KEYS[3], ARGV[6])
+else
+  redis.call('PERSIST', KEYS[2])
+  redis.call('PERSIST', KEYS[3])
+end
 redis.call('PUBLISH', ARGV[4], ev)
 return v
 """
 
 # KEYS: room members, room version, room log, node members, node lease
-# ARGV: member id, member json, log size, channel, node entry, key ttl ms
+# ARGV: member id, member json, log size, channel, node entry, key ttl ms, new generation
 _JOIN = (
     """
 if redis.call('EXISTS', KEYS[5]) == 0 then return -1 end
 if redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
 redis.call('SADD', KEYS[4], ARGV[5])
-local v = redis.call('INCR', KEYS[2])
-local ev = '{"t":"join","v":' .. v .. ',"m":' .. ARGV[2] .. '}'
 """
-    + _LOG_TAIL
+    + _VERSION
+    + """
+local ev = '{"t":"join","v":' .. v .. ',"g":"' .. g .. '","m":' .. ARGV[2] .. '}'
+"""
+    + _TAIL
 )
 
-# KEYS: as _JOIN; ARGV: as _JOIN, then the reason as a JSON string
+# KEYS, ARGV: as _JOIN, then the reason as a JSON string. Published even when the member
+# is not (or no longer) there: leaves are said at least once and applied at most once.
 _LEAVE = (
     """
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[5])
-local v = redis.call('INCR', KEYS[2])
-local ev = '{"t":"leave","v":' .. v .. ',"r":' .. ARGV[7] .. ',"m":' .. ARGV[2] .. '}'
 """
-    + _LOG_TAIL
+    + _VERSION
+    + """
+local ev = '{"t":"leave","v":' .. v .. ',"g":"' .. g .. '","r":' .. ARGV[8]
+  .. ',"m":' .. ARGV[2] .. '}'
+"""
+    + _TAIL
 )
 
-# KEYS: nodes; ARGV: key prefix, channel, log size, key ttl ms
+# KEYS: nodes; ARGV: key prefix, channel, log size, key ttl ms, new generation.
+# Removing the node from ``nodes`` is the claim: one survivor publishes its members' leaves.
 _REAP = """
 local lost = {}
 for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
@@ -91,12 +115,17 @@ for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
       local mj = redis.call('HGET', base .. ':m', e[2])
       if mj then
         redis.call('HDEL', base .. ':m', e[2])
-        local v = redis.call('INCR', base .. ':v')
-        local ev = '{"t":"leave","v":' .. v .. ',"r":"node_lost","m":' .. mj .. '}'
+        redis.call('HSETNX', base .. ':v', 'g', ARGV[5])
+        local g = redis.call('HGET', base .. ':v', 'g')
+        local v = redis.call('HINCRBY', base .. ':v', 'n', 1)
+        local ev = '{"t":"leave","v":' .. v .. ',"g":"' .. g .. '","r":"node_lost","m":'
+          .. mj .. '}'
         redis.call('LPUSH', base .. ':log', ev)
         redis.call('LTRIM', base .. ':log', 0, tonumber(ARGV[3]) - 1)
-        redis.call('PEXPIRE', base .. ':v', ARGV[4])
-        redis.call('PEXPIRE', base .. ':log', ARGV[4])
+        if redis.call('HLEN', base .. ':m') == 0 then
+          redis.call('PEXPIRE', base .. ':v', ARGV[4])
+          redis.call('PEXPIRE', base .. ':log', ARGV[4])
+        end
         redis.call('PUBLISH', ARGV[2], ev)
       end
     end
@@ -107,7 +136,7 @@ end
 return lost
 """
 
-# KEYS: lease; ARGV: ttl ms. A lease that is gone is not recreated: the caller resyncs.
+# KEYS: lease; ARGV: ttl ms. A lease that is gone is not recreated: the caller registers.
 _RENEW = "return redis.call('PEXPIRE', KEYS[1], ARGV[1])"
 
 try:
@@ -116,6 +145,7 @@ except ImportError:  # pragma: no cover - redis-py is an optional dependency
     _RedisError = OSError  # type: ignore[misc, assignment]
 
 _ERRORS: tuple[type[BaseException], ...] = (_RedisError, OSError, asyncio.TimeoutError)
+_BATCH = 256
 
 
 @dataclass
@@ -124,24 +154,25 @@ class RedisStats:
 
     outages: int = 0
     reconnects: int = 0
-    dropped_messages: int = 0  # broadcasts for other nodes dropped while Redis was away
+    dropped_messages: int = 0  # broadcasts for other nodes dropped: over max_pending_messages
     bad_payloads: int = 0
     nodes_reaped: int = 0  # dead nodes this node removed (each by exactly one survivor)
     resyncs: int = 0  # times this node found its lease gone and registered again
+    sender_errors: int = 0  # unexpected failures of the sender (logged; the op is dropped)
 
 
 class _Op:
-    __slots__ = ("dropped", "kind", "member", "payload", "reason", "sending")
+    __slots__ = ("attempted", "dropped", "kind", "member", "payload", "reason")
 
     def __init__(
         self, kind: str, member: Member | None = None, reason: str = "", payload: bytes = b""
     ) -> None:
-        self.kind = kind
+        self.kind = kind  # "join", "leave" or "msg"
         self.member = member
         self.reason = reason
         self.payload = payload
         self.dropped = False
-        self.sending = False  # in the batch the worker is sending now
+        self.attempted = False  # sent to Redis at least once: it may have run there
 
 
 class RedisBackend:
@@ -155,12 +186,22 @@ class RedisBackend:
         lease_ttl: float = 10.0,
         scan_interval: float = 1.0,
         log_size: int = 200,
-        max_pending_messages: int = 1000,
+        max_pending_messages: int = 10_000,
         command_timeout: float = 2.0,
         key_ttl: float = 86400.0,
     ) -> None:
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"redis URL must start with redis://, rediss:// or unix://: {url!r}")
+        try:
+            from redis.asyncio.connection import parse_url
+        except ImportError:  # pragma: no cover - depends on the installation
+            raise RuntimeError(
+                "the Redis hub needs redis-py: pip install 'wsfinally[redis]'"
+            ) from None
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise ValueError(f"bad redis URL {url!r}: {exc}") from None
         if not namespace or any(c in namespace for c in "{}"):
             raise ValueError(f"namespace must be non-empty, without braces: {namespace!r}")
         for name, value in (
@@ -173,14 +214,8 @@ class RedisBackend:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
         if scan_interval > lease_ttl:
             raise ValueError("scan_interval must not exceed lease_ttl")
-        if log_size < 1 or max_pending_messages < 0:
-            raise ValueError("log_size must be >= 1 and max_pending_messages >= 0")
-        try:
-            import redis.asyncio  # noqa: F401
-        except ImportError:  # pragma: no cover - depends on the installation
-            raise RuntimeError(
-                "the Redis hub needs redis-py: pip install 'wsfinally[redis]'"
-            ) from None
+        if log_size < 1 or max_pending_messages < 1:
+            raise ValueError("log_size and max_pending_messages must be >= 1")
         self.url = url
         self.lease_ttl = lease_ttl
         self.scan_interval = scan_interval
@@ -196,18 +231,22 @@ class RedisBackend:
         self._client: Any = None
         self._pubsub: Any = None
         self._scripts: dict[str, Any] = {}
-        self._ops: deque[_Op] = deque()
+        self._presence: deque[tuple[int, _Op]] = deque()  # joins and leaves, in order
+        self._messages: deque[tuple[int, _Op]] = deque()  # broadcasts for other nodes
+        self._seq = 0  # orders the two queues' operations as they were made
+        self._in_flight = 0  # broadcasts at the head of _messages being sent now
         self._unsent_joins: dict[str, _Op] = {}
-        self._messages = 0  # broadcasts in _ops
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()  # set while the queue is empty
+        self._idle = asyncio.Event()  # set while both queues are empty
         self._idle.set()
         self._up = asyncio.Event()
         self._epoch: str | None = None
         self._down_since = 0.0
+        self._resync_rooms: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: asyncio.Task[None] | None = None
         self._reconnector: asyncio.Task[None] | None = None
+        self._resyncer: asyncio.Task[None] | None = None
         self._stopping = False
 
     # -- keys ------------------------------------------------------------------------
@@ -264,21 +303,26 @@ class RedisBackend:
         """Publish what is queued (for up to ``command_timeout``), give up the lease and
         let the reaper take whatever could not be said (as ``node_lost``)."""
         self._stopping = True
-        if self._ops and self.connected:
+        if not self._idle.is_set() and self.connected:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), self.command_timeout)
+        _cancelled_meanwhile()
         if self.connected:
             with contextlib.suppress(*_ERRORS):
                 await asyncio.wait_for(self._client.delete(self._lease), self.command_timeout)
                 await asyncio.wait_for(self._reap(), self.command_timeout)
-        tasks = [*self._tasks, self._listener, self._reconnector]
+            _cancelled_meanwhile()
+        tasks = [
+            t
+            for t in (*self._tasks, self._listener, self._reconnector, self._resyncer)
+            if t is not None and not t.done()
+        ]
         for task in tasks:
-            if task is not None:
-                task.cancel()
-        for task in tasks:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, *_ERRORS):
-                    await task
+            task.cancel()
+        if tasks:  # each checks _stopping too: a cancellation swallowed cannot keep it going
+            _, lingering = await asyncio.wait(tasks, timeout=self.command_timeout)
+            for task in lingering:
+                logger.warning("hub: %s did not stop", task.get_name())
         self.connected = False
         if self._pubsub is not None:
             with contextlib.suppress(*_ERRORS):
@@ -292,14 +336,14 @@ class RedisBackend:
     def joined(self, member: Member) -> None:
         op = _Op("join", member)
         self._unsent_joins[member.id + "\n" + member.room] = op
-        self._push(op)
+        self._push(self._presence, op)
 
     def left(self, member: Member, reason: str) -> None:
         join = self._unsent_joins.pop(member.id + "\n" + member.room, None)
-        if join is not None and not join.dropped and not join.sending:
+        if join is not None and not join.attempted and not join.dropped:
             join.dropped = True  # nobody was told of it: nobody needs to hear it ended
             return
-        self._push(_Op("leave", member, reason))
+        self._push(self._presence, _Op("leave", member, reason))
 
     def published(self, room: str, data: str | bytes, exclude: str | None) -> None:
         assert self._hub is not None
@@ -307,21 +351,21 @@ class RedisBackend:
         header = {"r": room, "n": self._hub.node, "x": exclude, "t": text}
         body = data.encode("utf-8") if isinstance(data, str) else bytes(data)
         payload = b"M" + json.dumps(header, separators=(",", ":")).encode() + b"\n" + body
-        if self._messages >= self.max_pending_messages:
-            for op in self._ops:  # drop the oldest broadcast still waiting
-                if op.kind == "msg" and not op.dropped and not op.sending:
-                    op.dropped = True
-                    self._messages -= 1
-                    self.stats.dropped_messages += 1
-                    break
-            if self.max_pending_messages == 0:
-                self.stats.dropped_messages += 1
-                return
-        self._messages += 1
-        self._push(_Op("msg", payload=payload))
+        if len(self._messages) - self._in_flight >= self.max_pending_messages:
+            del self._messages[self._in_flight]  # the oldest not being sent
+            self.stats.dropped_messages += 1
+        self._push(self._messages, _Op("msg", payload=payload))
 
-    def _push(self, op: _Op) -> None:
-        self._ops.append(op)
+    def resync(self, room: str) -> None:
+        self._resync_rooms.add(room)
+        if self.connected and (self._resyncer is None or self._resyncer.done()):
+            self._resyncer = asyncio.get_running_loop().create_task(
+                self._resync_pending(), name="wsfinally.hub.redis.resync"
+            )
+
+    def _push(self, queue: deque[tuple[int, _Op]], op: _Op) -> None:
+        self._seq += 1
+        queue.append((self._seq, op))
         self._idle.clear()
         self._wake.set()
 
@@ -337,27 +381,67 @@ class RedisBackend:
     async def _snapshot(self, room: str) -> Snapshot:
         base = f"{self._prefix}room:{room}"
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.get(f"{base}:v")
+            pipe.hgetall(f"{base}:v")
             pipe.hvals(f"{base}:m")
             pipe.lrange(f"{base}:log", 0, -1)
             version, members, log = await pipe.execute()
-        events = []
+        changes = []
         for raw in reversed(log):
-            parsed = self._parse_event(raw)
-            if parsed is not None:
-                events.append(parsed)
+            change = self._parse(raw)
+            if change is not None:
+                changes.append(change)
         return Snapshot(
-            int(version or 0),
+            int(version.get(b"n", 0)),
             [Member.from_obj(json.loads(m)) for m in members],
-            events,
-            self._epoch or "",
+            changes,
+            version.get(b"g", b"").decode(),
         )
+
+    async def _resync_pending(self) -> None:
+        assert self._hub is not None
+        while self._resync_rooms and self.connected and not self._stopping:
+            room = self._resync_rooms.pop()
+            try:
+                snap = await asyncio.wait_for(self._snapshot(room), self.command_timeout)
+            except _ERRORS as exc:
+                self._resync_rooms.add(room)  # the reconnection resyncs it
+                self._down(exc)
+                return
+            self._hub._resync(room, snap, self.lease_ttl)
 
     # -- the worker: applies queued operations in order, in batches -------------------
 
+    def _take(self) -> list[_Op]:
+        """Up to _BATCH operations from the heads of both queues, in the order made."""
+        for queue in (self._presence, self._messages):
+            while queue and queue[0][1].dropped:
+                queue.popleft()
+        batch: list[_Op] = []
+        i = j = 0
+        p, m = self._presence, self._messages
+        while len(batch) < _BATCH and (i < len(p) or j < len(m)):
+            if j >= len(m) or (i < len(p) and p[i][0] < m[j][0]):
+                batch.append(p[i][1])
+                i += 1
+            else:
+                batch.append(m[j][1])
+                j += 1
+        self._in_flight = j
+        return batch
+
+    def _done(self, batch: list[_Op]) -> None:
+        for op in batch:
+            queue = self._messages if op.kind == "msg" else self._presence
+            if queue and queue[0][1] is op:
+                queue.popleft()
+            if op.kind == "join" and op.member is not None:
+                key = op.member.id + "\n" + op.member.room
+                if self._unsent_joins.get(key) is op:
+                    del self._unsent_joins[key]
+
     async def _work(self) -> None:
-        while True:
-            if not self._ops:
+        while not self._stopping:
+            if not self._presence and not self._messages:
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
@@ -365,39 +449,33 @@ class RedisBackend:
             if not self.connected:
                 await self._up.wait()
                 continue
-            batch: list[_Op] = []
-            for op in self._ops:
-                if len(batch) == 256:
-                    break
-                batch.append(op)
-            for op in batch:
-                op.sending = True
-            try:
-                lost_lease = await asyncio.wait_for(self._send(batch), self.command_timeout)
-            except _ERRORS as exc:
-                self._down(exc)
+            batch = self._take()
+            if not batch:
                 continue
-            finally:
-                for op in batch:
-                    op.sending = False
-            if lost_lease:
-                await self._register()
-                continue  # send the batch again: joins are idempotent
             for op in batch:
-                if self._ops and self._ops[0] is op:
-                    self._ops.popleft()
-                if op.kind == "msg" and not op.dropped:
-                    self._messages -= 1
-                if op.kind == "join" and op.member is not None:
-                    key = op.member.id + "\n" + op.member.room
-                    if self._unsent_joins.get(key) is op:
-                        del self._unsent_joins[key]
+                op.attempted = True
+            try:
+                if await asyncio.wait_for(self._send(batch), self.command_timeout):
+                    # a join found our lease gone (we froze past it, or Redis lost it): the
+                    # rest of the batch ran; registering again re-adds every member we hold
+                    self._lease_lost()
+                    await asyncio.wait_for(self._register(), self.command_timeout * 2)
+            except _ERRORS as exc:
+                self._down(exc)  # the batch stays queued and goes again once reconnected
+                continue
+            except Exception:
+                self.stats.sender_errors += 1
+                logger.exception("hub: sending to Redis failed; dropping %r", batch[0].kind)
+                batch = batch[:1]
+            finally:
+                self._in_flight = 0
+            self._done(batch)
 
     async def _send(self, batch: list[_Op]) -> bool:
         """Send a batch in one pipeline; True if a join found our lease gone."""
         cap, ttl = str(self.log_size), self._key_ttl_ms
+        sent = 0
         async with self._client.pipeline(transaction=False) as pipe:
-            sent = 0
             for op in batch:
                 if op.dropped:
                     continue
@@ -408,16 +486,11 @@ class RedisBackend:
                 member = op.member
                 assert member is not None
                 entry = json.dumps([member.room, member.id])
-                args = [member.id, member.to_json(), cap, self._channel, entry, ttl]
-                if op.kind == "join":
-                    await self._scripts["join"](
-                        keys=self._room_keys(member), args=args, client=pipe
-                    )
-                else:
+                args = [member.id, member.to_json(), cap, self._channel, entry, ttl, _gen()]
+                if op.kind == "leave":
                     args.append(json.dumps(op.reason))
-                    await self._scripts["leave"](
-                        keys=self._room_keys(member), args=args, client=pipe
-                    )
+                script = self._scripts[op.kind]
+                await script(keys=self._room_keys(member), args=args, client=pipe)
             if not sent:
                 return False
             results = await pipe.execute()
@@ -428,9 +501,9 @@ class RedisBackend:
     async def _keep(self) -> None:
         renew_every = self.lease_ttl / 3
         renewed = time.monotonic()
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.scan_interval)
-            if not self.connected:
+            if not self.connected or self._stopping:
                 continue
             try:
                 if time.monotonic() - renewed >= renew_every:
@@ -442,18 +515,25 @@ class RedisBackend:
                     )
                     renewed = time.monotonic()
                     if not alive:  # declared dead (we froze) or Redis lost its state
-                        self.stats.resyncs += 1
-                        logger.warning("hub: node %s found its lease gone; registering again",
-                                       self._hub.node if self._hub else "?")  # fmt: skip
+                        self._lease_lost()
                         await asyncio.wait_for(self._register(), self.command_timeout * 2)
                 await asyncio.wait_for(self._reap(), self.command_timeout)
             except _ERRORS as exc:
                 self._down(exc)
+            except Exception:  # pragma: no cover - defensive: the keeper must go on
+                logger.exception("hub: lease renewal or reaping failed")
+
+    def _lease_lost(self) -> None:
+        self.stats.resyncs += 1
+        node = self._hub.node if self._hub else "?"
+        fields = {"event": "hub.lease_lost", "node": node}
+        logger.warning("hub: node %s found its lease gone; registering again", node,
+                       extra={"wsf": fields})  # fmt: skip
 
     async def _reap(self) -> None:
         lost = await self._scripts["reap"](
             keys=[self._prefix + "nodes"],
-            args=[self._prefix, self._channel, str(self.log_size), self._key_ttl_ms],
+            args=[self._prefix, self._channel, str(self.log_size), self._key_ttl_ms, _gen()],
         )
         for node in lost or ():
             name = node.decode() if isinstance(node, bytes) else str(node)
@@ -473,8 +553,8 @@ class RedisBackend:
             pipe.sadd(self._prefix + "nodes", node)
             await pipe.execute()
         members = list(self._hub._local_members())
-        for i in range(0, len(members), 256):
-            await self._send([_Op("join", m) for m in members[i : i + 256]])
+        for i in range(0, len(members), _BATCH):
+            await self._send([_Op("join", m) for m in members[i : i + _BATCH]])
 
     # -- the subscription --------------------------------------------------------------
 
@@ -486,31 +566,33 @@ class RedisBackend:
                 if message.get("type") != "message":
                     continue
                 data = message["data"]
-                try:
-                    if data[:1] == b"M":
+                if data[:1] == b"M":
+                    try:
                         header, _, body = data[1:].partition(b"\n")
                         h = json.loads(header)
                         if h["n"] != hub.node:
                             hub._deliver(h["r"], body.decode("utf-8") if h["t"] else body, h["x"])
-                        continue
-                    parsed = self._parse_event(data)
-                except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-                    parsed = None
-                if parsed is None:
-                    self.stats.bad_payloads += 1
+                    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+                        self.stats.bad_payloads += 1
                     continue
-                hub._remote(*parsed)
+                change = self._parse(data)
+                if change is not None:
+                    hub._remote(change)
         except _ERRORS as exc:
             if pubsub is self._pubsub:
                 self._down(exc)
+        except Exception as exc:  # pragma: no cover - defensive: resubscribe
+            logger.exception("hub: the Redis subscription failed")
+            if pubsub is self._pubsub:
+                self._down(exc)
 
-    def _parse_event(self, raw: bytes) -> tuple[int, str, Member, str | None] | None:
+    def _parse(self, raw: bytes) -> Change | None:
         try:
             ev = json.loads(raw)
             kind = ev["t"]
             if kind not in ("join", "leave"):
-                return None
-            return int(ev["v"]), kind, Member.from_obj(ev["m"]), ev.get("r")
+                raise ValueError(kind)
+            return Change(int(ev["v"]), kind, Member.from_obj(ev["m"]), ev.get("r"), ev["g"])
         except (ValueError, KeyError, TypeError):
             self.stats.bad_payloads += 1
             return None
@@ -518,8 +600,6 @@ class RedisBackend:
     # -- outages -----------------------------------------------------------------------
 
     def _down(self, exc: BaseException) -> None:
-        if not self.connected and self._reconnector is not None:
-            return
         was_up = self.connected
         self.connected = False
         self._up.clear()
@@ -539,19 +619,19 @@ class RedisBackend:
     async def _reconnect(self) -> None:
         delay = 0.05
         said = time.monotonic()
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._connect(), self.command_timeout * 4)
-                break
+                return
             except _ERRORS as exc:
                 if time.monotonic() - said > 30:
                     said = time.monotonic()
                     logger.error("hub: Redis at %s still unreachable (%r)", self.url, exc)
                 await asyncio.sleep(delay)  # back off between attempts
                 delay = min(delay * 2, 1.0)
-        self._reconnector = None
 
     async def _connect(self) -> None:
+        """Subscribe, register, resync every view that needs it; then say we are up."""
         assert self._hub is not None
         hub = self._hub
         info = await self._client.info("server")
@@ -568,14 +648,21 @@ class RedisBackend:
         pubsub = self._client.pubsub()
         await pubsub.subscribe(self._channel)
         self._pubsub = pubsub
-        self._listener = asyncio.get_running_loop().create_task(
+        self._listener = listener = asyncio.get_running_loop().create_task(
             self._listen(pubsub), name="wsfinally.hub.redis.listen"
         )
         self._epoch = epoch
         await self._register()
-        for room in hub._tracked_rooms():
-            hub._resync(room, await self._snapshot(room), reset, self.lease_ttl)
-        if self._listener.done():  # the subscription broke while we were resyncing
+        self._resync_rooms.update(hub._needs_resync())
+        while self._resync_rooms:
+            room = self._resync_rooms.pop()
+            try:
+                snap = await self._snapshot(room)
+            except BaseException:
+                self._resync_rooms.add(room)
+                raise
+            hub._resync(room, snap, self.lease_ttl)
+        if listener.done():  # the subscription broke while we were resyncing
             raise ConnectionError("redis subscription lost during resync")
         self.connected = True
         self._up.set()
@@ -590,3 +677,17 @@ class RedisBackend:
                 self.url, took, " (it had lost its state)" if reset else "",
                 extra={"wsf": fields},
             )  # fmt: skip
+
+
+def _cancelled_meanwhile() -> None:
+    """Re-raise a cancellation that ``asyncio.wait_for`` swallowed (Python 3.11 does when
+    the awaited call completes as the cancellation lands, gh-86296)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)  # Python >= 3.11
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError
+
+
+def _gen() -> str:
+    """A candidate generation id (used only when a room starts a history)."""
+    return uuid.uuid4().hex[:16]
