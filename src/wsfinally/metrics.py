@@ -112,7 +112,7 @@ class Metrics(Observer):
 
     def ended(self, conn: Connection, ending: Ending) -> None:
         self.open.labels(route_of(conn)).dec()
-        self.ended_total.labels(ending.reason.value, str(ending.code)).inc()
+        self.ended_total.labels(ending.reason.value, str(int(ending.code))).inc()
         self.duration.observe(ending.duration)
         t = self._ended_traffic
         t[0] += ending.messages_in
