@@ -37,3 +37,8 @@ def test_metrics_and_dashboard_names() -> None:
     assert set(wsfinally.metrics.__all__) == {
         "METRICS", "Metrics", "route_of", "setup_metrics", "track_hub",
     }  # fmt: skip
+    import wsfinally.dashboard
+
+    assert set(wsfinally.dashboard.__all__) == {
+        "DASHBOARD", "LOCAL_NETWORKS", "Dashboard", "dashboard_app", "setup_dashboard",
+    }  # fmt: skip
