@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsfinally", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"wsfinally {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the demo server (echo at /ws)")
+    serve = sub.add_parser(
+        "serve", help="run the demo server (echo at /ws, /metrics, dashboard at /_wsfinally/)"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     serve.add_argument(
@@ -72,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
                        metavar="CIDR[,CIDR...]", help="whose X-Forwarded-For counts")  # fmt: skip
     serve.add_argument("--rate-limit", type=float, default=None, metavar="MSGS_PER_S")
     serve.add_argument("--log-format", default="text", metavar="text|json")
+    serve.add_argument("--no-metrics", dest="metrics", action="store_false",
+                       help="do not serve Prometheus metrics at /metrics")  # fmt: skip
+    serve.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                       help="do not serve the live dashboard at /_wsfinally/")  # fmt: skip
+    serve.add_argument("--dashboard-token", default=None, metavar="TOKEN",
+                       help="non-local addresses may see the dashboard with it")  # fmt: skip
     serve.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
@@ -137,8 +145,11 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-async def serve(host: str, port: int, settings: dict[str, Any]) -> None:
-    app = make_app(**settings)
+async def serve(
+    host: str, port: int, settings: dict[str, Any], features: dict[str, Any] | None = None
+) -> None:
+    """Run the demo app; ``features``: ``make_app``'s metrics/dashboard keywords."""
+    app = make_app(**(features or {}), **settings)
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -194,7 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.configure(args.log_format)
     except (TypeError, ValueError) as exc:
         parser.error(str(exc))
-    _run(serve(args.host, args.port, settings), _loop_factory(args.loop))
+    features = {"metrics": args.metrics, "dashboard": args.dashboard,
+                "dashboard_token": args.dashboard_token}  # fmt: skip
+    _run(serve(args.host, args.port, settings, features), _loop_factory(args.loop))
     return 0
 
 
