@@ -322,12 +322,16 @@ async def test_two_apps_in_one_process_keep_their_own_metrics(clients: list[Clie
             await runner.cleanup()
 
 
-async def test_hub_sizes_are_read_at_each_scrape_once_tracked() -> None:
+@pytest.mark.parametrize("hub_first", [False, True], ids=["metrics-first", "hub-first"])
+async def test_hub_sizes_are_read_at_each_scrape_once_tracked(hub_first: bool) -> None:
     app = web.Application()
     wsfinally.setup(app)
-    setup_metrics(app)
     sizes = [(0, 0)]
-    track_hub(app, lambda: sizes[-1])
+    if hub_first:
+        track_hub(app, lambda: sizes[-1])
+    setup_metrics(app)
+    if not hub_first:
+        track_hub(app, lambda: sizes[-1])
     runner = web.AppRunner(app, shutdown_timeout=2)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()

@@ -209,6 +209,7 @@ class _Live(Collector):
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("wsfinally.metrics", Metrics)
+_HUB_COUNTS: web.AppKey[HubCounts | None] = web.AppKey("wsfinally.metrics.hub", object)  # type: ignore[arg-type]
 
 
 def setup_metrics(
@@ -229,6 +230,7 @@ def setup_metrics(
     if METRICS in app:
         raise RuntimeError("setup_metrics() was already called for this application")
     metrics = Metrics(app[REGISTRY], registry)
+    metrics.track_hub(app.get(_HUB_COUNTS))
     app[METRICS] = metrics
     if path is not None:
 
@@ -242,8 +244,14 @@ def setup_metrics(
 
 
 def track_hub(app: web.Application, counts: HubCounts | None) -> None:
-    """Publish a hub's ``(rooms, members)`` on ``app``'s metrics (see ``Metrics.track_hub``);
-    a no-op when ``app`` has no metrics."""
+    """Publish a hub's ``(rooms, members)``, read at each scrape, on ``app``'s metrics as
+    ``wsfinally_hub_rooms`` and ``wsfinally_hub_members``; ``None`` stops it.
+
+    Before or after ``setup_metrics(app)`` alike (before the app starts); without metrics
+    it costs nothing.
+    """
     metrics = app.get(METRICS)
     if metrics is not None:
         metrics.track_hub(counts)
+    elif not app.frozen:
+        app[_HUB_COUNTS] = counts
