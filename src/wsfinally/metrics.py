@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -100,19 +100,34 @@ class Metrics(Observer):
             buckets=CALLBACK_BUCKETS,
             registry=r,
         )
+        # labelled children, looked up once per label set (``labels()`` takes a lock each call)
+        self._by_route: dict[str, tuple[Any, Any]] = {}
+        self._by_end: dict[tuple[str, int], Any] = {}
         r.register(_Live(self))
         registry.observers.append(self)
 
     # -- Observer: once per connection event --------------------------------------------
 
-    def opened(self, conn: Connection) -> None:
+    def _route(self, conn: Connection) -> tuple[Any, Any]:
         route = route_of(conn)
-        self.open.labels(route).inc()
-        self.opened_total.labels(route).inc()
+        children = self._by_route.get(route)
+        if children is None:
+            children = (self.open.labels(route), self.opened_total.labels(route))
+            self._by_route[route] = children
+        return children
+
+    def opened(self, conn: Connection) -> None:
+        is_open, opened = self._route(conn)
+        is_open.inc()
+        opened.inc()
 
     def ended(self, conn: Connection, ending: Ending) -> None:
-        self.open.labels(route_of(conn)).dec()
-        self.ended_total.labels(ending.reason.value, str(int(ending.code))).inc()
+        self._route(conn)[0].dec()
+        key = (ending.reason.value, int(ending.code))
+        child = self._by_end.get(key)
+        if child is None:
+            child = self._by_end[key] = self.ended_total.labels(key[0], str(key[1]))
+        child.inc()
         self.duration.observe(ending.duration)
         t = self._ended_traffic
         t[0] += ending.messages_in
