@@ -2,6 +2,7 @@
 
     python benchmarks/harness.py            # make bench: the full run (< 15 min)
     python benchmarks/harness.py --quick    # make bench-quick: a smoke run (< 2 min)
+    python benchmarks/harness.py --metrics-overhead   # only metrics on vs off (~1 min)
 
 Every server runs in its own process pinned to core 0; the load generator (picows
 clients on uvloop, benchmarks/loadgen.py) runs in another pinned to core 1 and reports
@@ -35,7 +36,7 @@ RESULTS = ROOT / "results"
 sys.path.insert(0, str(ROOT))
 
 import shutdown as shutdown_bench  # noqa: E402
-from servers import KINDS  # noqa: E402
+from servers import DEMO_KINDS, KINDS  # noqa: E402
 
 SERVER_CPU, LOADGEN_CPU = 0, 1
 #: asyncio reads with sock.recv(256 KiB): glibc then grows and trims its heap (or maps and
@@ -45,6 +46,9 @@ SERVER_CPU, LOADGEN_CPU = 0, 1
 ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "67108864"}
 BASELINE = ("aiohttp", "asyncio")
 SERVE = ("wsfinally-serve", "uvloop")  # `wsfinally serve`: uvloop by default
+#: The demo app with metrics off and on (/metrics scraped every second while it is measured).
+METRICS_PAIRS = [(kind, "uvloop") for kind in DEMO_KINDS]
+SCRAPE_EVERY = 1.0
 
 
 def free_port() -> int:
@@ -68,6 +72,7 @@ class Server:
         self.env = {**os.environ, **(ALLOCATOR_ENV if pinned_allocator else {})}
         self.proc: asyncio.subprocess.Process | None = None
         self.port = 0
+        self.scrapes = 0  # /metrics answers read (demo-metrics only)
 
     @property
     def name(self) -> str:
@@ -154,6 +159,34 @@ class LoadGen:
         await self.proc.wait()
 
 
+async def scraping(server: Server) -> None:
+    """GET /metrics every SCRAPE_EVERY seconds, as Prometheus would, until cancelled."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(f"http://127.0.0.1:{server.port}/metrics") as resp:
+                body = await resp.read()
+                if resp.status != 200 or b"wsfinally_connections_open" not in body:
+                    raise RuntimeError(f"{server.name}: /metrics answered {resp.status}")
+            server.scrapes += 1
+            await asyncio.sleep(SCRAPE_EVERY)
+
+
+async def measured(lg: LoadGen, server: Server, **cmd: Any) -> dict[str, Any]:
+    """One load-generator run against ``server``, scraped meanwhile when it has metrics."""
+    if server.kind != "demo-metrics":
+        return await lg.run(url=server.url, **cmd)
+    scraper = asyncio.create_task(scraping(server))
+    try:
+        return await lg.run(url=server.url, **cmd)
+    finally:
+        scraper.cancel()
+        await asyncio.wait([scraper])
+        if not scraper.cancelled() and scraper.exception() is not None:
+            raise RuntimeError("the /metrics scraper failed") from scraper.exception()
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -169,8 +202,8 @@ async def echo_and_churn(args: argparse.Namespace, servers: list[Server]) -> dic
             for r in range(args.rounds):
                 order = servers[r % len(servers) :] + servers[: r % len(servers)]
                 for server in order:
-                    res = await lg.run(cmd="echo", url=server.url, conns=conns, size=size,
-                                       duration=args.slice)  # fmt: skip
+                    res = await measured(lg, server, cmd="echo", conns=conns, size=size,
+                                         duration=args.slice)  # fmt: skip
                     raw[server.name].append(res)
             out["echo"][key] = {
                 name: {
@@ -187,7 +220,7 @@ async def echo_and_churn(args: argparse.Namespace, servers: list[Server]) -> dic
         for r in range(args.rounds):
             order = servers[r % len(servers) :] + servers[: r % len(servers)]
             for server in order:
-                res = await lg.run(cmd="churn", url=server.url, workers=10, duration=args.slice)
+                res = await measured(lg, server, cmd="churn", workers=10, duration=args.slice)
                 raw_churn[server.name].append(res)
         out["churn"] = {
             name: {
@@ -279,6 +312,21 @@ def ratio(value: float, base: float) -> str:
     return f"{value / base:.2f}×" if base and base == base else "—"
 
 
+def metrics_report(results: dict[str, Any]) -> list[str]:
+    """Metrics on vs off: the demo app, same run, same loop; ratio on / off."""
+    on, off = (f"{kind}/{loop}" for kind, loop in reversed(METRICS_PAIRS))
+    if off not in results["churn"] or on not in results["churn"]:
+        return []
+    lines = [f"## metrics overhead (demo app, `{on}` scraped every {SCRAPE_EVERY:g} s vs `{off}`)",
+             "", "| point | metrics off | metrics on | on / off |", "|---|---:|---:|---:|"]  # fmt: skip
+    for key, per in results["echo"].items():
+        a, b = per[off]["msg_per_s"], per[on]["msg_per_s"]
+        lines.append(f"| echo {key} msg/s | {a:,.0f} | {b:,.0f} | {ratio(b, a)} |")
+    a, b = results["churn"][off]["per_s"], results["churn"][on]["per_s"]
+    lines += [f"| churn handshakes/s | {a:,.0f} | {b:,.0f} | {ratio(b, a)} |", ""]
+    return lines
+
+
 def report(results: dict[str, Any], names: list[str]) -> str:
     lines = [f"# wsfinally benchmarks — {results['meta']['date']}", "",
              f"{results['meta']['machine']}; Python {results['meta']['python']}; "
@@ -321,9 +369,10 @@ def report(results: dict[str, Any], names: list[str]) -> str:
         cells = " | ".join(f"{per_n.get(str(n), float('nan')):.1f}"
                            for n in results["meta"]["memory_conns"])  # fmt: skip
         lines.append(f"| {name} | {cells} | {ratio(per_n[last], base_mem.get(last, 0))} |")
+    lines += ["", *metrics_report(results)]
     k = results["killed"]
     s = results["shutdown"]
-    lines += ["", "## endings", "",
+    lines += ["## endings", "",
               f"- {k['clients']} clients SIGKILLed at once: all {k['ended']} endings recorded "
               f"{k['all_ended_s']} s after the kill ({k['reasons']}).",
               f"- shutdown with {s['connections']} open connections (`wsfinally serve`, uvloop): "
@@ -370,7 +419,10 @@ async def main(args: argparse.Namespace) -> None:
 
     RESULTS.mkdir(exist_ok=True)
     started = time.monotonic()
-    pairs = [(k, loop) for k in KINDS for loop in ("asyncio", "uvloop")] + [SERVE]
+    if args.metrics_overhead:
+        await metrics_overhead(args)
+        return
+    pairs = [(k, loop) for k in KINDS for loop in ("asyncio", "uvloop")] + [SERVE] + METRICS_PAIRS
     if args.quick:
         pairs = [(k, lp) for k, lp in pairs if k != "websockets-deflate"]
     servers = [await Server(k, lp).start() for k, lp in pairs]
@@ -406,11 +458,41 @@ async def main(args: argparse.Namespace) -> None:
           "and the plots)")  # fmt: skip
 
 
+async def metrics_overhead(args: argparse.Namespace) -> None:
+    """Only the demo app with metrics off and on: echo and churn, alternating slices."""
+    started = time.monotonic()
+    servers = [await Server(k, lp).start() for k, lp in METRICS_PAIRS]
+    try:
+        results = await echo_and_churn(args, servers)
+    finally:
+        for s in servers:
+            await s.stop()
+    scrapes = servers[1].scrapes
+    text = "\n".join([
+        f"# metrics overhead — {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}", "",
+        f"{platform.machine()}, {os.cpu_count()} cores; Python {platform.python_version()}; "
+        f"{args.rounds} round(s) of {args.slice} s slices, medians; {scrapes} scrapes of "
+        "/metrics during the metrics-on slices.", "",
+        *metrics_report(results),
+    ])  # fmt: skip
+    (RESULTS / "metrics-overhead.json").write_text(json.dumps(results, indent=1))
+    (RESULTS / "metrics-overhead.md").write_text(text)
+    print(text)
+    print(f"(took {time.monotonic() - started:.1f} s; written {RESULTS}/metrics-overhead.md)")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run for CI (< 2 min)")
+    parser.add_argument("--metrics-overhead", action="store_true",
+                        help="only the demo app with metrics on vs off (~1 min)")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="with --metrics-overhead: rounds (default 5)")  # fmt: skip
     args = parser.parse_args()
-    if args.quick:
+    if args.metrics_overhead:
+        args.rounds, args.slice = args.rounds or 5, 2.0
+        args.conns, args.sizes = [1, 100], [256]
+    elif args.quick:
         args.rounds, args.slice = 1, 0.4
         args.conns, args.sizes = [100], [256]
         args.memory_conns = [1000]

@@ -5,6 +5,7 @@
 Prints ``ready <port>`` once listening on 127.0.0.1 (a free port), then serves until
 SIGTERM/SIGINT. KIND is one of KINDS; LOOP is ``asyncio`` or ``uvloop``. ``--heartbeat``
 turns on each server's keepalive at 20 s (wsfinally has it on by default, always);
+KIND ``demo``/``demo-metrics`` is the demo app with metrics off/on (DEMO_KINDS);
 ``--cpu N`` pins the process to core N.
 """
 
@@ -25,6 +26,9 @@ KINDS = (
     "websockets-deflate",
     "picows",
 )
+#: The demo app (``wsfinally.demo.make_app``, its echo at /ws) with metrics off and on: the
+#: harness compares these two for the cost of metrics (scraping /metrics every second).
+DEMO_KINDS = ("demo", "demo-metrics")
 
 
 def say(line: str) -> None:
@@ -44,9 +48,12 @@ async def serve_aiohttp(kind: str, heartbeat: bool) -> None:
     from aiohttp import WSMsgType, web
 
     import wsfinally
+    from wsfinally.demo import make_app
 
     app = web.Application()
-    if kind == "aiohttp":
+    if kind in DEMO_KINDS:
+        app = make_app(metrics=kind == "demo-metrics")
+    elif kind == "aiohttp":
 
         async def handler(request: web.Request) -> web.StreamResponse:
             ws = web.WebSocketResponse(heartbeat=20.0 if heartbeat else None)
@@ -75,7 +82,8 @@ async def serve_aiohttp(kind: str, heartbeat: bool) -> None:
                     await conn.send(msg)
             return conn.response
 
-    app.router.add_get("/ws", handler)
+    if kind not in DEMO_KINDS:
+        app.router.add_get("/ws", handler)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
@@ -133,7 +141,7 @@ async def serve_picows(heartbeat: bool) -> None:
 
 
 async def main(kind: str, heartbeat: bool) -> None:
-    if kind.startswith("wsfinally") or kind == "aiohttp":
+    if kind.startswith("wsfinally") or kind == "aiohttp" or kind in DEMO_KINDS:
         await serve_aiohttp(kind, heartbeat)
     elif kind.startswith("websockets"):
         await serve_websockets(kind, heartbeat)
@@ -145,7 +153,7 @@ async def main(kind: str, heartbeat: bool) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=KINDS)
+    parser.add_argument("kind", choices=KINDS + DEMO_KINDS)
     parser.add_argument("loop", choices=("asyncio", "uvloop"))
     parser.add_argument("--heartbeat", action="store_true")
     parser.add_argument("--cpu", type=int, default=None)

@@ -7,7 +7,8 @@ from wsfinally import EndReason
 
 
 def test_public_names() -> None:
-    for name in ("setup", "accept", "endpoint", "Connection", "Ending", "EndReason"):
+    for name in ("setup", "accept", "endpoint", "Connection", "Ending", "EndReason",
+                 "Observer", "setup_metrics"):  # fmt: skip
         assert name in wsfinally.__all__
         assert hasattr(wsfinally, name)
     assert sorted(wsfinally.__all__) == sorted(set(wsfinally.__all__))
@@ -27,3 +28,17 @@ def test_package_is_typed() -> None:
     from importlib.resources import files
 
     assert files("wsfinally").joinpath("py.typed").is_file()
+
+
+def test_metrics_and_dashboard_names() -> None:
+    import wsfinally.metrics
+
+    assert wsfinally.setup_metrics is wsfinally.metrics.setup_metrics
+    assert set(wsfinally.metrics.__all__) == {
+        "METRICS", "Metrics", "route_of", "setup_metrics", "track_hub",
+    }  # fmt: skip
+    import wsfinally.dashboard
+
+    assert set(wsfinally.dashboard.__all__) == {
+        "DASHBOARD", "LOCAL_NETWORKS", "Dashboard", "dashboard_app", "setup_dashboard",
+    }  # fmt: skip

@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wsfinally", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"wsfinally {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the demo server (echo at /ws)")
+    serve = sub.add_parser(
+        "serve", help="run the demo server (echo at /ws, /metrics, dashboard at /_wsfinally/)"
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080, help="0 picks a free port")
     serve.add_argument(
@@ -80,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--hub-namespace", default="wsf", metavar="NAME",
                        help="with --redis: the key prefix shared by the nodes")  # fmt: skip
     serve.add_argument("--log-format", default="text", metavar="text|json")
+    serve.add_argument("--no-metrics", dest="metrics", action="store_false",
+                       help="do not serve Prometheus metrics at /metrics")  # fmt: skip
+    serve.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                       help="do not serve the live dashboard at /_wsfinally/")  # fmt: skip
+    serve.add_argument("--dashboard-token", default=None, metavar="TOKEN",
+                       help="non-local addresses may see the dashboard with it")  # fmt: skip
     serve.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
@@ -146,13 +154,10 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def serve(
-    host: str,
-    port: int,
-    settings: dict[str, Any],
-    redis: str | None = None,
-    hub_options: dict[str, Any] | None = None,
+    host: str, port: int, settings: dict[str, Any], features: dict[str, Any] | None = None
 ) -> None:
-    app = make_app(redis=redis, hub_options=hub_options, **settings)
+    """Run the demo app; ``features``: ``make_app``'s metrics/dashboard keywords."""
+    app = make_app(**(features or {}), **settings)
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -218,8 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             RedisBackend(args.redis, **hub_options)  # fail before starting, naming the option
         except (TypeError, ValueError, RuntimeError) as exc:
             parser.error(str(exc))
-    serve_it = serve(args.host, args.port, settings, args.redis, hub_options)
-    _run(serve_it, _loop_factory(args.loop))
+    features = {"metrics": args.metrics, "dashboard": args.dashboard,
+                "dashboard_token": args.dashboard_token, "redis": args.redis,
+                "hub_options": hub_options}  # fmt: skip
+    _run(serve(args.host, args.port, settings, features), _loop_factory(args.loop))
     return 0
 
 

@@ -256,7 +256,9 @@ class Connection:
                 continue
             if kind is _PONGT:
                 if self._ping_at is not None:
-                    self.last_rtt = _monotonic() - self._ping_at
+                    self.last_rtt = rtt = _monotonic() - self._ping_at
+                    if self._registry is not None and self._registry.observers:
+                        self._registry._pong(self, rtt)
                 continue
             self._on_final_message(msg.type, msg.data)
             raise StopAsyncIteration
@@ -697,9 +699,10 @@ class Connection:
         An async callback runs as its own task and is abandoned (cancelled, not waited
         for) at its timeout, so one that ignores cancellation cannot hold us up.
         """
+        started = _monotonic()
         timeout = self.settings.callback_timeout
         if self._cb_deadline is not None:
-            timeout = max(0.0, min(timeout, self._cb_deadline - _monotonic()))
+            timeout = max(0.0, min(timeout, self._cb_deadline - started))
         try:
             result = callback(ending)
             if not inspect.isawaitable(result):
@@ -718,6 +721,9 @@ class Connection:
                 )
         except Exception as exc:
             self._callback_failed(callback, "raised", exc)
+        finally:
+            if self._registry is not None and self._registry.observers:
+                self._registry._callback_ran(self, _monotonic() - started)
 
     def _callback_failed(self, callback: EndCallback, what: str, exc: Exception | None) -> None:
         name = getattr(callback, "__qualname__", repr(callback))

@@ -2,45 +2,31 @@
 
 Echo protocol: text ``close`` -> the server closes with 1000; any other text ->
 the same text + ``/answer``; binary -> echoed unchanged.
+
+The index page (``static/index.html``) opens websockets from the browser and ends them
+each way a browser can; ``/ws/violation`` is its test route for a protocol violation
+(docs/dashboard.md says which ending each button produces). With ``metrics=True`` the
+app serves ``/metrics``; with ``dashboard=True`` the live dashboard at ``/_wsfinally/``.
 """
 
 from __future__ import annotations
 
+import html
+from collections.abc import Iterable
+from importlib.resources import files
 from typing import Any
 
 from aiohttp import web
 
-from .connection import Connection
+from .connection import Connection, data_frame
 from .endpoint import endpoint
 from .hub import setup_hub
-from .server import setup
+from .server import REGISTRY, setup
 
-__all__ = ["echo", "make_app"]
+__all__ = ["DASHBOARD_PATH", "echo", "make_app", "violation"]
 
-INDEX = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>wsfinally demo</title>
-<style>body{font:15px/1.5 system-ui,sans-serif;max-width:46em;margin:2em auto;padding:0 1em}
-code{background:#eee;padding:0 .2em}</style></head>
-<body><h1>wsfinally demo server</h1>
-<p>Every websocket accepted here ends exactly once, with a truthful reason, and the server
-logs one <code>connection.ended</code> line for it.</p>
-<ul>
-<li><a href="/chat"><code>/chat</code></a> — chat rooms with live presence: each leave is
-shown with its reason (close the tab, kill the browser, stop a server node).</li>
-<li><code>/ws</code> — echo: text <code>close</code> makes the server close with 1000; any other
-text comes back with <code>/answer</code> appended; binary comes back unchanged.</li>
-</ul>
-<p>Try it: <button id="go">open /ws and send "hello"</button> <span id="out"></span></p>
-<script>
-document.getElementById('go').onclick = () => {
-  const out = document.getElementById('out');
-  const ws = new WebSocket(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`);
-  ws.onopen = () => ws.send('hello');
-  ws.onmessage = (e) => { out.textContent = 'got: ' + e.data; ws.send('close'); };
-  ws.onclose = (e) => { out.textContent += ` (closed ${e.code})`; };
-};
-</script></body></html>
-"""
+DASHBOARD_PATH = "/_wsfinally/"
+INDEX = files("wsfinally").joinpath("static").joinpath("index.html").read_text("utf-8")
 
 
 @endpoint()
@@ -54,24 +40,78 @@ async def echo(conn: Connection) -> None:
             await conn.send(msg)
 
 
+@endpoint()
+async def violation(conn: Connection) -> None:
+    """Sends a text frame that is not UTF-8 (a browser cannot send a malformed frame itself).
+
+    RFC 6455 8.1: the browser must _Fail the WebSocket Connection_. Chromium does it with a
+    close frame of 1002 (its page sees 1006), so the server's Ending is ``client_closed``
+    1002: the peer closed first, with that code.
+    """
+    transport = conn.request.transport
+    if transport is not None:
+        transport.write(data_frame(0x1, b"\xff\xfe not UTF-8"))
+    async for _ in conn:
+        pass
+
+
 async def index(request: web.Request) -> web.Response:
-    return web.Response(text=INDEX, content_type="text/html")
+    app = request.app
+    link = (
+        f'<a id="dashboard-link" href="{DASHBOARD_PATH}">the live dashboard</a>'
+        if app.get(_DASHBOARD_ON)
+        else "the dashboard (off: <code>wsfinally serve</code> turns it on)"
+    )
+    text = (
+        INDEX.replace("{{MAX_MESSAGE_SIZE}}", str(app[REGISTRY].settings.max_message_size))
+        .replace("{{DASHBOARD_LINK}}", link)
+        .replace("{{DASHBOARD_URL}}", html.escape(DASHBOARD_PATH if app.get(_DASHBOARD_ON) else ""))
+    )
+    # no-store: Chromium keeps a page it may restore (back/forward cache) with its websockets
+    # open; the demo's "navigate away" is meant to end them
+    return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+_DASHBOARD_ON = web.AppKey("wsfinally.demo.dashboard", bool)
 
 
 def make_app(
-    *, redis: str | None = None, hub_options: dict[str, Any] | None = None, **settings: Any
+    *,
+    metrics: bool = False,
+    dashboard: bool = False,
+    dashboard_token: str | None = None,
+    local_networks: Iterable[str] | None = None,
+    redis: str | None = None,
+    hub_options: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> web.Application:
     """The demo app; ``settings`` become the defaults of every connection.
 
-    The chat's hub is in memory, or shared through Redis at ``redis`` (``hub_options``
-    go to :class:`~wsfinally.hub.RedisBackend`: ``lease_ttl``, ``namespace``, ...).
+    ``metrics``: Prometheus metrics at ``/metrics``. ``dashboard``: the live dashboard at
+    ``/_wsfinally/`` (``dashboard_token`` and ``local_networks``: its access rule). The
+    chat's hub is in memory, or shared through Redis at ``redis`` (``hub_options`` go to
+    :class:`~wsfinally.hub.RedisBackend`: ``lease_ttl``, ``namespace``, ...).
     """
     from .chat import chat
 
     app = web.Application()
     setup(app, **settings)
-    setup_hub(app, redis=redis, **(hub_options or {}))
+    hub = setup_hub(app, redis=redis, **(hub_options or {}))
+    app[_DASHBOARD_ON] = dashboard
     app.router.add_get("/", index)
     app.router.add_get("/ws", echo)
+    app.router.add_get("/ws/violation", violation)
     app.router.add_get("/chat", chat)
+    if metrics:
+        from .metrics import setup_metrics, track_hub
+
+        setup_metrics(app)
+        track_hub(app, hub.counts)
+    if dashboard:
+        from .dashboard import LOCAL_NETWORKS, setup_dashboard
+
+        setup_dashboard(
+            app, DASHBOARD_PATH, token=dashboard_token,
+            local_networks=LOCAL_NETWORKS if local_networks is None else local_networks,
+        )  # fmt: skip
     return app

@@ -64,6 +64,7 @@ class accept:  # noqa: N801 - used like a function: ``async with accept(request)
         registry = find_registry(request)
         settings = registry.settings_for(self._overrides) if registry is not None else self._base
         if registry is not None and registry.shutting_down:
+            _refused(registry, "shutting_down")
             raise web.HTTPServiceUnavailable(text="server is shutting down")
         # refused before the upgrade: an HTTP status, no websocket, no connection state
         if not origin_allowed(

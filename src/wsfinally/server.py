@@ -25,7 +25,7 @@ from .settings import Settings
 if TYPE_CHECKING:
     from .connection import Connection
 
-__all__ = ["REGISTRY", "Registry", "Stats", "setup"]
+__all__ = ["REGISTRY", "Observer", "Registry", "Stats", "setup"]
 
 logger = logging.getLogger("wsfinally")
 
@@ -46,8 +46,32 @@ class Stats:
     refused: Counter[str] = field(default_factory=Counter)  # handshakes refused, by cause
 
 
+class Observer:
+    """Watches the connections of a :class:`Registry` (metrics, the dashboard).
+
+    Append one to ``registry.observers``; override what you need. Each method is called
+    on the event loop, synchronously, once per event: keep it cheap and never await.
+    One that raises is logged and skipped; the connection's ending goes on regardless.
+    """
+
+    def opened(self, conn: Connection) -> None:
+        """``conn`` was accepted (its handshake completed)."""
+
+    def ended(self, conn: Connection, ending: Ending) -> None:
+        """``conn`` ended; called once, before its end callbacks run."""
+
+    def pong(self, conn: Connection, rtt: float) -> None:
+        """A pong answered our heartbeat ping after ``rtt`` seconds."""
+
+    def callback_ran(self, conn: Connection, seconds: float) -> None:
+        """One end callback of ``conn`` finished (or failed, or timed out) after ``seconds``."""
+
+
 class Registry:
-    """Live connections of one application, and its shutdown."""
+    """Live connections of one application, and its shutdown.
+
+    ``observers`` (a list of :class:`Observer`) hear of every connection opened and ended.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -58,6 +82,7 @@ class Registry:
         self._settings_cache: dict[tuple[tuple[str, Any], ...], Settings] = {}
         self._admitted = 0  # handshakes admitted and connections not yet released
         self._per_client: Counter[str] = Counter()
+        self.observers: list[Observer] = []
 
     def admit(self, client: str) -> str | None:
         """Take a connection slot for ``client``, or say why not (``max_connections``,
@@ -101,9 +126,33 @@ class Registry:
     def _add(self, conn: Connection) -> None:
         self.connections[conn.id] = conn
         self.stats.opened += 1
+        for observer in self.observers:
+            try:
+                observer.opened(conn)
+            except Exception:
+                logger.exception("observer %r failed on opened(%s)", observer, conn.id)
 
     def _ended(self, conn: Connection, ending: Ending) -> None:
         self.stats.endings[ending.reason] += 1
+        for observer in self.observers:
+            try:
+                observer.ended(conn, ending)
+            except Exception:
+                logger.exception("observer %r failed on ended(%s)", observer, conn.id)
+
+    def _pong(self, conn: Connection, rtt: float) -> None:
+        for observer in self.observers:
+            try:
+                observer.pong(conn, rtt)
+            except Exception:
+                logger.exception("observer %r failed on pong(%s)", observer, conn.id)
+
+    def _callback_ran(self, conn: Connection, seconds: float) -> None:
+        for observer in self.observers:
+            try:
+                observer.callback_ran(conn, seconds)
+            except Exception:
+                logger.exception("observer %r failed on callback_ran(%s)", observer, conn.id)
 
     def _remove(self, conn: Connection) -> None:
         if self.connections.pop(conn.id, None) is not None:
