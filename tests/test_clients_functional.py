@@ -6,6 +6,7 @@ import shutil
 import signal
 import sys
 import textwrap
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,42 @@ async def test_third_party_client_endings(
         await peer.expect(f"closed {code}")
     assert p.sync_calls[conn.id] == 1
     assert (ending.messages_in, ending.messages_out) == (1, 1)
+
+
+COMPRESSED_SIZES_CLIENT = textwrap.dedent(
+    """
+    import asyncio, sys
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
+
+    async def main(url, limit):
+        async with connect(url, ping_interval=None, compression="deflate") as ws:
+            print("ready " + str(ws.protocol.extensions), flush=True)
+            await ws.send("a" * limit)
+            print("echoed " + str(len(await ws.recv())), flush=True)
+            await ws.send("b" * (limit + 1))
+            try:
+                await ws.recv()
+            except ConnectionClosed as exc:
+                print(f"closed {exc.rcvd.code if exc.rcvd else 1006}", flush=True)
+
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    """
+)
+
+
+async def test_a_compressed_message_one_byte_over_the_limit_ends_message_too_big(
+    probe: Any, clients: list[Client]
+) -> None:
+    # aiohttp admits max_msg_size + 1 bytes when the message was compressed; we do not
+    p: Probe = await probe(max_message_size=1000)
+    client = await Client.spawn(sys.executable, "-c", COMPRESSED_SIZES_CLIENT, p.url, "1000")
+    clients.append(client)
+    ready = await client.expect("ready")
+    assert "PerMessageDeflate" in ready, ready  # the test is about compressed messages
+    conn = await p.next_conn()
+    assert await client.expect("echoed") == "echoed 1007"  # exactly the limit + "/answer"
+    assert await client.expect("closed") == "closed 1009"
+    ending = await p.ended(conn, 5)
+    assert (ending.reason, ending.code) == (EndReason.MESSAGE_TOO_BIG, 1009)
+    assert ending.messages_in == 1

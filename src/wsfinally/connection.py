@@ -239,14 +239,20 @@ class Connection:
                     if self._life.observe(EndReason.RATE_LIMITED):
                         self._send_close(1008, b"rate limit")  # RFC 6455 7.4.1: policy
                     continue
-                self.messages_in += 1
                 if kind is _TEXT:
                     text: str = msg.data
-                    self.bytes_in += _text_size(text)
-                    return text
-                data: bytes = msg.data
-                self.bytes_in += len(data)
-                return data
+                    size = _text_size(text)
+                else:
+                    data: bytes = msg.data
+                    size = len(data)
+                if size > self.settings.max_message_size:
+                    # aiohttp admits one byte over its limit in a compressed message
+                    if self._life.observe(EndReason.MESSAGE_TOO_BIG):
+                        self._send_close(1009, b"message too big")  # RFC 6455 7.4.1
+                    continue
+                self.messages_in += 1
+                self.bytes_in += size
+                return text if kind is _TEXT else data
             if kind is _PINGT:
                 if not self._transport.is_closing():
                     try:
