@@ -224,7 +224,8 @@ async def test_every_reason_is_counted_with_its_code_and_traffic_adds_up(
     await refused.expect("refused 403")
     # server_shutdown, twice (the live client of the start, and one more): from here the
     # monitor app serves the same collectors
-    await client("/ws", "hold", "bye")
+    last = await client("/ws", "hold", "bye")
+    await last.expect("text bye/answer")  # read and counted before the shutdown
     await eventually(lambda: len(_live(server)) == 2, 3, "two live connections")
     await server.stop_app()
     assert len(server.endings) == 16
