@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import sys
@@ -264,3 +265,59 @@ def test_static_files_ship_inside_the_package() -> None:
         )
     assert files("wsfinally").joinpath("static").joinpath("index.html").is_file()
     assert Path(str(static)).is_dir()
+
+
+async def test_a_page_under_another_name_pointed_at_us_is_not_local(demo: Demo) -> None:
+    """Review: DNS rebinding — evil.example resolving to 127.0.0.1 passed the address rule."""
+    port = demo.base.rsplit(":", 1)[1]
+    base = f"http://{demo.base}/_wsfinally/"
+    evil = {"Host": f"evil.example:{port}", "Origin": f"http://evil.example:{port}"}
+    assert await fetch(base, Host=evil["Host"]) == 403
+    assert await feed_status(f"ws://{demo.base}/_wsfinally/feed", **evil) == (403, "")
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", "localhost", "[::1]", "x.localhost"):
+        assert await fetch(base, Host=host) == 200, host
+
+
+async def test_the_feed_keeps_its_own_settings_whatever_the_apps_are() -> None:
+    """Review: the feed inherited the app's Origin allowlist, auth hook and idle timeout."""
+
+    async def refuse_all(request: web.Request) -> bool:
+        return False
+
+    strict = await start_demo(
+        allowed_origins=("https://app.example",), auth=refuse_all, idle_timeout=0.2
+    )
+    anyone = await start_demo(allowed_origins=("*",))
+    try:
+        own = {"Origin": f"http://{strict.base}"}
+        url = f"ws://{strict.base}/_wsfinally/feed"
+        async with aiohttp.ClientSession() as session, session.ws_connect(url, headers=own) as ws:
+            assert (await ws.receive_json(timeout=seconds(5)))["type"] == "snapshot"
+            quiet_until = time.monotonic() + 0.6  # three idle timeouts of the app's
+            while time.monotonic() < quiet_until:
+                msg = await ws.receive(timeout=seconds(2))
+                assert msg.type is aiohttp.WSMsgType.TEXT, msg  # still open
+        # an app that lets any Origin in does not let another site's page read the feed
+        foreign = {"Origin": "http://evil.example"}
+        assert await feed_status(f"ws://{anyone.base}/_wsfinally/feed", **foreign) == (403, "")
+    finally:
+        await strict.runner.cleanup()
+        await anyone.runner.cleanup()
+
+
+async def test_a_token_is_read_from_the_query_and_the_header_and_bad_bytes_are_refused() -> None:
+    """Review: a non-UTF-8 Authorization header gave 500; ?token= hid a good Bearer."""
+    d = await start_demo(dashboard_token="s3cret", local_networks=("10.0.0.0/8",))
+    base = f"http://{d.base}/_wsfinally/"
+    try:
+        assert await fetch(base + "?token=old", Authorization="Bearer s3cret") == 200
+        reader, writer = await asyncio.open_connection(*d.base.rsplit(":", 1))
+        writer.write(
+            b"GET /_wsfinally/ HTTP/1.1\r\nHost: " + d.base.encode()
+            + b"\r\nAuthorization: Bearer \xff\xfe\r\nConnection: close\r\n\r\n"
+        )  # fmt: skip
+        status = await asyncio.wait_for(reader.readline(), seconds(5))
+        writer.close()
+        assert status.split()[1] == b"403", status
+    finally:
+        await d.runner.cleanup()

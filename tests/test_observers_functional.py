@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
 
+import wsfinally
 from support import Client, Probe, eventually
 from wsfinally import Connection, Ending, EndReason, Observer
 
@@ -68,3 +72,64 @@ async def test_an_observer_that_raises_is_logged_and_the_others_still_hear_every
     failed = {r.getMessage().split(" failed on ")[1].split("(")[0] for r in caplog.records
               if r.levelno == logging.ERROR and " failed on " in r.getMessage()}  # fmt: skip
     assert failed == {"opened", "ended", "pong", "callback_ran"}
+
+
+class LeavesAfterOne(Observer):
+    """Removes itself from the registry when it hears its first ending."""
+
+    def __init__(self, observers: list[Observer]) -> None:
+        self.observers = observers
+
+    def ended(self, conn: Connection, ending: Ending) -> None:
+        self.observers.remove(self)
+
+
+class RaisesCancelled(Observer):
+    def ended(self, conn: Connection, ending: Ending) -> None:
+        raise asyncio.CancelledError  # e.g. .result() of a cancelled future, called in sync code
+
+
+async def test_an_observer_removing_itself_or_raising_cancelled_never_costs_the_next_one(
+    probe: Any, clients: list[Client]
+) -> None:
+    """Review: the next observer missed the event; a CancelledError broke the ending."""
+    p: Probe = await probe()
+    assert p.registry is not None
+    observers = p.registry.observers
+    after, last = Recording(), Recording()
+    observers[:0] = [LeavesAfterOne(observers), after, RaisesCancelled(), last]
+    client = await Client.raw(p.url, "close:1000")
+    clients.append(client)
+    conn = await p.next_conn()
+    ending = await p.ended(conn, 5)  # the ending and its callbacks completed
+    assert ending.reason is EndReason.CLIENT_CLOSED
+    assert ("ended", conn.id) in after.events
+    assert ("ended", conn.id) in last.events
+    assert p.sync_calls[conn.id] == 1
+    await eventually(lambda: conn.id not in p.registry.connections, 2, "the entry to go")  # type: ignore[union-attr]
+
+
+async def test_an_application_started_again_accepts_websockets_again(
+    clients: list[Client],
+) -> None:
+    """Review: the registry stayed 'shutting down' after a first run."""
+    app = web.Application()
+    wsfinally.setup(app)
+
+    @wsfinally.endpoint()
+    async def echo(conn: Connection) -> None:
+        async for msg in conn:
+            await conn.send(msg)
+
+    app.router.add_get("/ws", echo)
+    for _ in range(2):
+        runner = web.AppRunner(app, shutdown_timeout=2)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        try:
+            url = f"http://127.0.0.1:{runner.addresses[0][1]}/ws"
+            async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
+                await ws.send_str("again")
+                assert (await ws.receive()).data == "again"
+        finally:
+            await runner.cleanup()

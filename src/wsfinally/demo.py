@@ -50,7 +50,10 @@ async def violation(conn: Connection) -> None:
     """
     transport = conn.request.transport
     if transport is not None:
-        transport.write(data_frame(0x1, b"\xff\xfe not UTF-8"))
+        payload = b"\xff\xfe not UTF-8"
+        transport.write(data_frame(0x1, payload))
+        conn.messages_out += 1  # written past send(): counted by hand
+        conn.bytes_out += len(payload)
     async for _ in conn:
         pass
 

@@ -30,7 +30,15 @@ if TYPE_CHECKING:
     from .connection import Connection
     from .ending import Ending
 
-__all__ = ["METRICS", "Metrics", "route_of", "setup_metrics", "track_hub"]
+__all__ = [
+    "METRICS",
+    "UNMATCHED",
+    "Metrics",
+    "code_label",
+    "route_of",
+    "setup_metrics",
+    "track_hub",
+]
 
 #: Connection lifetimes, seconds: from a refused-at-once client to a day-long session.
 DURATION_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400)
@@ -44,14 +52,31 @@ SLOWEST = 5
 HubCounts = Callable[[], tuple[int, int]]
 
 
+#: The route label of a connection accepted where no route matched (a catch-all middleware).
+UNMATCHED = "<unmatched>"
+
+
 def route_of(conn: Connection) -> str:
-    """The route label: the aiohttp resource's canonical path (``/rooms/{name}``, bounded
-    cardinality), else the request path."""
+    """The route label: the aiohttp resource's canonical path (``/rooms/{name}``: bounded
+    cardinality), else ``<unmatched>`` (never the raw path: one series per URL)."""
     request = conn.request
     try:
         return str(request.match_info.route.resource.canonical)  # type: ignore[union-attr]
     except AttributeError:
-        return request.path
+        return UNMATCHED
+
+
+def code_label(code: int) -> str:
+    """The close code as a label: the codes RFC 6455 and IANA define (1000-1015) as
+    themselves, the rest by range (``3xxx`` registered, ``4xxx`` private, ``other``): a
+    peer can send any code from 3000 to 65535, and each would be a series of its own."""
+    if 1000 <= code <= 1015:
+        return str(code)
+    if 3000 <= code <= 3999:
+        return "3xxx"
+    if 4000 <= code <= 4999:
+        return "4xxx"
+    return "other"
 
 
 class Metrics(Observer):
@@ -102,7 +127,7 @@ class Metrics(Observer):
         )
         # labelled children, looked up once per label set (``labels()`` takes a lock each call)
         self._by_route: dict[str, tuple[Any, Any]] = {}
-        self._by_end: dict[tuple[str, int], Any] = {}
+        self._by_end: dict[tuple[str, str], Any] = {}
         r.register(_Live(self))
         registry.observers.append(self)
 
@@ -123,10 +148,10 @@ class Metrics(Observer):
 
     def ended(self, conn: Connection, ending: Ending) -> None:
         self._route(conn)[0].dec()
-        key = (ending.reason.value, int(ending.code))
+        key = (ending.reason.value, code_label(int(ending.code)))
         child = self._by_end.get(key)
         if child is None:
-            child = self._by_end[key] = self.ended_total.labels(key[0], str(key[1]))
+            child = self._by_end[key] = self.ended_total.labels(*key)
         child.inc()
         self.duration.observe(ending.duration)
         t = self._ended_traffic

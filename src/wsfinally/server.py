@@ -120,38 +120,41 @@ class Registry:
             settings = self._settings_cache[key] = Settings.build(self.settings, **overrides)
         return settings
 
+    async def _on_startup(self, app: web.Application) -> None:
+        self.shutting_down = False
+
     def __len__(self) -> int:
         return len(self.connections)
 
     def _add(self, conn: Connection) -> None:
         self.connections[conn.id] = conn
         self.stats.opened += 1
-        for observer in self.observers:
+        for observer in tuple(self.observers):  # one may remove itself
             try:
                 observer.opened(conn)
-            except Exception:
+            except (Exception, asyncio.CancelledError):  # a sync call: never our own cancel
                 logger.exception("observer %r failed on opened(%s)", observer, conn.id)
 
     def _ended(self, conn: Connection, ending: Ending) -> None:
         self.stats.endings[ending.reason] += 1
-        for observer in self.observers:
+        for observer in tuple(self.observers):  # one may remove itself
             try:
                 observer.ended(conn, ending)
-            except Exception:
+            except (Exception, asyncio.CancelledError):  # a sync call: never our own cancel
                 logger.exception("observer %r failed on ended(%s)", observer, conn.id)
 
     def _pong(self, conn: Connection, rtt: float) -> None:
-        for observer in self.observers:
+        for observer in tuple(self.observers):  # one may remove itself
             try:
                 observer.pong(conn, rtt)
-            except Exception:
+            except (Exception, asyncio.CancelledError):  # a sync call: never our own cancel
                 logger.exception("observer %r failed on pong(%s)", observer, conn.id)
 
     def _callback_ran(self, conn: Connection, seconds: float) -> None:
-        for observer in self.observers:
+        for observer in tuple(self.observers):  # one may remove itself
             try:
                 observer.callback_ran(conn, seconds)
-            except Exception:
+            except (Exception, asyncio.CancelledError):  # a sync call: never our own cancel
                 logger.exception("observer %r failed on callback_ran(%s)", observer, conn.id)
 
     def _remove(self, conn: Connection) -> None:
@@ -226,6 +229,7 @@ def setup(app: web.Application, **defaults: Any) -> Registry:
     # each websocket; and the endings (whose callbacks may use resources that later
     # on_shutdown hooks close) come before the rest
     app.on_shutdown.insert(0, registry.shutdown)
+    app.on_startup.append(registry._on_startup)  # an application may be started again
     return registry
 
 

@@ -13,7 +13,10 @@ not keep up misses messages and ends ``slow_consumer``; it never holds anything 
 Access rule, for the page, its files and the feed alike: a request from an address in
 ``local_networks`` (loopback by default) is served; any other gets 403, unless ``token`` is
 set and the request presents it (``?token=`` or ``Authorization: Bearer``). A request that
-came through a proxy (``Forwarded`` or ``X-Forwarded-For``) never counts as local.
+came through a proxy (``Forwarded`` or ``X-Forwarded-For``) never counts as local, nor one
+whose ``Host`` is not ``localhost`` or a local address (DNS rebinding: another site's page
+whose name was pointed at this machine). The feed has its own settings, not the app's: an
+app-wide Origin allowlist, auth hook or idle timeout neither opens nor shuts it.
 """
 
 from __future__ import annotations
@@ -196,20 +199,42 @@ class Dashboard(Observer):
     def allowed(self, request: web.BaseRequest) -> bool:
         """The access rule of the module docstring."""
         if self.token is not None:
-            presented = request.query.get("token")
+            expected = self.token.encode()
             auth = request.headers.get("Authorization", "")
-            if presented is None and auth[:7].lower() == "bearer ":
-                presented = auth[7:].strip()
-            if presented is not None and hmac.compare_digest(
-                presented.encode(), self.token.encode()
+            for presented in (
+                request.query.get("token"),
+                auth[7:].strip() if auth[:7].lower() == "bearer " else None,
             ):
-                return True
+                if presented is not None and hmac.compare_digest(
+                    presented.encode("utf-8", "surrogateescape"), expected
+                ):
+                    return True
         if "Forwarded" in request.headers or "X-Forwarded-For" in request.headers:
             return False
+        if not self._local_name(request.host):
+            return False  # DNS rebinding: another site's page, its name pointed at us
         try:
             address = ipaddress.ip_address(request.remote or "")
         except ValueError:
             return False  # a unix socket or an unknown peer: not known to be local
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.local_networks)
+
+    def _local_name(self, host: str) -> bool:
+        """The ``Host`` a local browser sends for a local page: ``localhost`` (or a name
+        under it) or an address in ``local_networks``, with or without a port."""
+        name = host.strip().lower()
+        if name.startswith("["):  # [::1]:8080
+            name = name[1 : name.find("]")] if "]" in name else name[1:]
+        elif name.count(":") == 1:  # 127.0.0.1:8080, localhost:8080
+            name = name.rpartition(":")[0]
+        if name == "localhost" or name.endswith(".localhost"):
+            return True
+        try:
+            address = ipaddress.ip_address(name)
+        except ValueError:
+            return False
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
             address = address.ipv4_mapped
         return any(address in network for network in self.local_networks)
@@ -264,7 +289,9 @@ def dashboard_app(
             raise web.HTTPNotFound()
         return web.Response(body=_static(name), content_type=_STATIC[name])
 
-    @endpoint()
+    # its own settings, not the application's: the access rule above is its gate, and an
+    # app-wide Origin allowlist, auth hook or idle timeout must not open or shut it
+    @endpoint(allowed_origins=None, auth=None, idle_timeout=None, rate_limit=None)
     async def feed(conn: Connection) -> None:
         conn.send_nowait(json.dumps(dash.snapshot(), separators=(",", ":")))
         dash.feeds.add(conn)
