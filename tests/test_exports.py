@@ -35,7 +35,7 @@ def test_metrics_and_dashboard_names() -> None:
 
     assert wsfinally.setup_metrics is wsfinally.metrics.setup_metrics
     assert set(wsfinally.metrics.__all__) == {
-        "METRICS", "Metrics", "route_of", "setup_metrics", "track_hub",
+        "METRICS", "Metrics", "route_of", "UNMATCHED", "code_label", "setup_metrics", "track_hub",
     }  # fmt: skip
     import wsfinally.dashboard
 
