@@ -109,12 +109,13 @@ async def test_a_frozen_node_is_declared_lost_then_comes_back_and_rejoins_its_me
 async def test_redis_restarted_empty_mid_run_loses_no_member_and_misses_no_leave(
     redis_server: RedisServer, session: aiohttp.ClientSession, procs: list[Client]
 ) -> None:
-    n1, n2 = await _nodes(procs, redis_server.url, 2)
+    n1, n2, n3 = await _nodes(procs, redis_server.url, 3)
     alice = await ChatClient.connect(session, n1, "lobby", "alice")
     erin = await ChatClient.connect(session, n1, "lobby", "erin")
     bob = await ChatClient.connect(session, n2, "lobby", "bob")
     dave = await ChatClient.connect(session, n2, "lobby", "dave")
-    await _full_room([alice, erin, bob, dave], {"alice", "erin", "bob", "dave"})
+    gus = await ChatClient.connect(session, n3, "lobby", "gus")
+    await _full_room([alice, erin, bob, dave, gus], {"alice", "erin", "bob", "dave", "gus"})
 
     redis_server.kill()
     for p in procs:
@@ -136,14 +137,22 @@ async def test_redis_restarted_empty_mid_run_loses_no_member_and_misses_no_leave
     )
     assert leave["reason"] == "client_closed"  # the truth, not a guess
     await bob.wait(lambda x: x["type"] == "join" and x["name"] == "frank", "frank on n2", 10)
-    everyone = {"alice", "erin", "bob", "frank"}
-    await _full_room([alice, erin, bob, frank], everyone, timeout=LEASE + 5)
+    everyone = {"alice", "erin", "bob", "frank", "gus"}
+    await _full_room([alice, erin, bob, frank, gus], everyone, timeout=LEASE + 5)
     # nobody who stayed was reported gone, and nothing was told twice
-    for m in (alice, erin, bob, frank):
+    for m in (alice, erin, bob, frank, gus):
         for name in everyone:
             assert not leaves(m, name), (m.name, name, m.heard)
         assert len(leaves(m, "dave")) <= 1
     await bob.say("after the restart")
     await frank.wait(lambda x: x.get("text") == "after the restart", "a message across nodes")
+    await gus.wait(lambda x: x.get("text") == "after the restart", "the message on node 3")
+    # the nodes' leases live again in the new Redis: a node killed now is still noticed
+    procs[2].signal(signal.SIGKILL)
+    for m in (alice, bob):
+        leave = await m.wait(
+            lambda x: x["type"] == "leave" and x["name"] == "gus", "gus's leave", DETECT + 2
+        )
+        assert leave["reason"] == "node_lost"
     for m in (alice, erin, bob, frank):
         await m.close()
