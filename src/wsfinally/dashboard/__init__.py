@@ -82,6 +82,7 @@ class Dashboard(Observer):
         self.feeds: set[Connection] = set()
         self._this_second: Counter[str] = Counter()
         self._events: list[dict[str, Any]] = []
+        self._seq = 0  # numbers events: a state says which it already holds
         self._dropped = 0
         self._flush: asyncio.TimerHandle | None = None
         self._wall_offset = time.time() - time.monotonic()
@@ -145,6 +146,9 @@ class Dashboard(Observer):
             "refused": dict(stats.refused),
             "opened": stats.opened,
             "rtt": {"buckets_ms": RTT_BUCKETS_MS, "counts": self.rtt},
+            # events up to this one are in the figures above, flushed or not: the page
+            # must not count them again when they arrive after this state
+            "seq": self._seq,
         }
 
     def snapshot(self) -> dict[str, Any]:
@@ -179,6 +183,8 @@ class Dashboard(Observer):
         if len(self._events) >= MAX_EVENTS:
             self._dropped += 1
             return
+        self._seq += 1
+        event["seq"] = self._seq
         self._events.append(event)
         if self._flush is None:
             self._flush = asyncio.get_running_loop().call_later(FLUSH_EVERY, self._flush_events)

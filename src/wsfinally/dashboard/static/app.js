@@ -13,7 +13,7 @@ const MAX_LATEST = 100;   // rows of the endings table
 const SVG = 'http://www.w3.org/2000/svg';
 
 const state = {
-  history: [], open: new Map(), openNow: 0, rtt: null, totals: {}, refused: {}, opened: 0,
+  history: [], open: new Map(), openNow: 0, seq: 0, snapshotSeq: 0, rtt: null, totals: {}, refused: {}, opened: 0,
 };
 const $ = (id) => document.getElementById(id);
 
@@ -250,6 +250,7 @@ function applyState(msg) {
   state.opened = msg.opened;
   state.rtt = msg.rtt;
   state.openNow = msg.open_now;
+  state.seq = msg.seq;
   setOpen(msg.open);
 }
 
@@ -258,6 +259,7 @@ function onMessage(msg) {
     state.history = msg.history;
     $('endings').tBodies[0].textContent = '';
     for (const e of msg.latest) addEnding(e, false);
+    state.snapshotSeq = msg.seq;
     applyState(msg);
     drawAll(msg.open_now);
   } else if (msg.type === 'tick') {
@@ -268,14 +270,19 @@ function onMessage(msg) {
     drawAll(msg.open_now);
   } else if (msg.type === 'events') {
     for (const ev of msg.events) {
+      // an event the last snapshot or tick already counted (it was queued before it)
+      const counted = ev.seq <= state.seq;
       if (ev.kind === 'opened') {
+        if (counted) continue;
         state.open = new Map([[ev.row.id, ev.row], ...state.open]);
         state.openNow += 1;
       } else if (ev.kind === 'ended') {
-        state.open.delete(ev.row.id);
-        state.openNow = Math.max(0, state.openNow - 1);
-        state.totals[ev.row.reason] = (state.totals[ev.row.reason] || 0) + 1;
-        addEnding(ev.row, true);
+        if (!counted) {
+          state.open.delete(ev.row.id);
+          state.openNow = Math.max(0, state.openNow - 1);
+          state.totals[ev.row.reason] = (state.totals[ev.row.reason] || 0) + 1;
+        }
+        if (ev.seq > state.snapshotSeq) addEnding(ev.row, true);  // else: in its table already
       }
     }
     renderOpen();
