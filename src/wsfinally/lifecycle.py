@@ -211,7 +211,8 @@ class Lifecycle:
             code = ABNORMAL_CLOSURE
         return Ending(
             reason=reason,
-            code=code,
+            code=int(code),  # a plain int: aiohttp hands out WSCloseCode members, whose
+            # str() is the member's name before Python 3.11
             clean=self.code_sent is not None and self.code_received is not None,
             error=self.error,
             duration=max(0.0, now - self.opened_at),
@@ -219,6 +220,6 @@ class Lifecycle:
             messages_out=messages_out,
             bytes_in=bytes_in,
             bytes_out=bytes_out,
-            code_sent=self.code_sent,
-            code_received=self.code_received,
+            code_sent=None if self.code_sent is None else int(self.code_sent),
+            code_received=None if self.code_received is None else int(self.code_received),
         )

@@ -34,8 +34,9 @@ import logging
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .core import Change, Snapshot
 from .events import Member
@@ -46,6 +47,8 @@ if TYPE_CHECKING:
 __all__ = ["RedisBackend", "RedisStats"]
 
 logger = logging.getLogger("wsfinally.hub")
+
+T = TypeVar("T")
 
 # The room's version is a hash {n: counter, g: generation}. A generation is born with the
 # room's first change (HSETNX of a fresh id), so a room whose history Redis lost (a restart,
@@ -305,13 +308,11 @@ class RedisBackend:
         self._stopping = True
         if not self._idle.is_set() and self.connected:
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), self.command_timeout)
-        _cancelled_meanwhile()
+                await _bounded(self._idle.wait(), self.command_timeout)
         if self.connected:
             with contextlib.suppress(*_ERRORS):
-                await asyncio.wait_for(self._client.delete(self._lease), self.command_timeout)
-                await asyncio.wait_for(self._reap(), self.command_timeout)
-            _cancelled_meanwhile()
+                await _bounded(self._client.delete(self._lease), self.command_timeout)
+                await _bounded(self._reap(), self.command_timeout)
         tasks = [
             t
             for t in (*self._tasks, self._listener, self._reconnector, self._resyncer)
@@ -679,13 +680,19 @@ class RedisBackend:
             )  # fmt: skip
 
 
-def _cancelled_meanwhile() -> None:
-    """Re-raise a cancellation that ``asyncio.wait_for`` swallowed (Python 3.11 does when
-    the awaited call completes as the cancellation lands, gh-86296)."""
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)  # Python >= 3.11
-    if cancelling is not None and cancelling():
-        raise asyncio.CancelledError
+async def _bounded(awaitable: Awaitable[T], timeout: float) -> T:
+    """``asyncio.wait_for`` that never swallows a cancellation of its caller (Python 3.10
+    and 3.11's does when the awaited call completes as the cancellation lands, gh-86296)."""
+    task = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        raise asyncio.TimeoutError
+    return task.result()
 
 
 def _gen() -> str:
