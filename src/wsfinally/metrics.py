@@ -71,7 +71,7 @@ def code_label(code: int) -> str:
     themselves, the rest by range (``3xxx`` registered, ``4xxx`` private, ``other``): a
     peer can send any code from 3000 to 65535, and each would be a series of its own."""
     if 1000 <= code <= 1015:
-        return str(int(code))  # int(): an IntEnum's str() is its name before Python 3.11
+        return str(code)
     if 3000 <= code <= 3999:
         return "3xxx"
     if 4000 <= code <= 4999:
@@ -148,7 +148,7 @@ class Metrics(Observer):
 
     def ended(self, conn: Connection, ending: Ending) -> None:
         self._route(conn)[0].dec()
-        key = (ending.reason.value, code_label(int(ending.code)))
+        key = (ending.reason.value, code_label(ending.code))
         child = self._by_end.get(key)
         if child is None:
             child = self._by_end[key] = self.ended_total.labels(*key)

@@ -129,33 +129,29 @@ class Registry:
     def _add(self, conn: Connection) -> None:
         self.connections[conn.id] = conn
         self.stats.opened += 1
-        for observer in tuple(self.observers):  # one may remove itself
-            try:
-                observer.opened(conn)
-            except (Exception, asyncio.CancelledError):  # a sync call: never our own cancel
-                logger.exception("observer %r failed on opened(%s)", observer, conn.id)
+        self._notify("opened", conn)
 
     def _ended(self, conn: Connection, ending: Ending) -> None:
         self.stats.endings[ending.reason] += 1
-        for observer in tuple(self.observers):  # one may remove itself
-            try:
-                observer.ended(conn, ending)
-            except (Exception, asyncio.CancelledError):  # a sync call: never our own cancel
-                logger.exception("observer %r failed on ended(%s)", observer, conn.id)
+        self._notify("ended", conn, ending)
 
     def _pong(self, conn: Connection, rtt: float) -> None:
-        for observer in tuple(self.observers):  # one may remove itself
-            try:
-                observer.pong(conn, rtt)
-            except (Exception, asyncio.CancelledError):  # a sync call: never our own cancel
-                logger.exception("observer %r failed on pong(%s)", observer, conn.id)
+        self._notify("pong", conn, rtt)
 
     def _callback_ran(self, conn: Connection, seconds: float) -> None:
+        self._notify("callback_ran", conn, seconds)
+
+    def _notify(self, hook: str, conn: Connection, *args: Any) -> None:
+        """Call ``hook`` on every observer; one that raises is logged and the rest go on.
+
+        The hooks are synchronous: a ``CancelledError`` raised by one (``.result()`` of a
+        cancelled future, say) is its own failure, never a cancellation of our task.
+        """
         for observer in tuple(self.observers):  # one may remove itself
             try:
-                observer.callback_ran(conn, seconds)
-            except (Exception, asyncio.CancelledError):  # a sync call: never our own cancel
-                logger.exception("observer %r failed on callback_ran(%s)", observer, conn.id)
+                getattr(observer, hook)(conn, *args)
+            except (Exception, asyncio.CancelledError):
+                logger.exception("observer %r failed on %s(%s)", observer, hook, conn.id)
 
     def _remove(self, conn: Connection) -> None:
         if self.connections.pop(conn.id, None) is not None:
