@@ -4,6 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
+import aiohttp
 import pytest
 import uvloop
 
@@ -47,6 +48,13 @@ async def clients() -> AsyncIterator[list[Client]]:
     yield spawned
     for c in spawned:
         await c.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An aiohttp client session for websockets and HTTP requests made in this process."""
+    async with aiohttp.ClientSession() as s:
+        yield s
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,18 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 def seconds(s: float) -> float:
     return s * SCALE
+
+
+@asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """``app`` served on a free loopback port for the block; its base URL (http://...)."""
+    runner = web.AppRunner(app, shutdown_timeout=2)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:

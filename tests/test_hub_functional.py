@@ -18,7 +18,7 @@ from aiohttp import web
 
 import wsfinally
 from hubsupport import ChatClient, Node, namespace
-from support import Client, eventually, seconds
+from support import Client, eventually, seconds, serving
 from wsfinally.hub import HUB, LEFT, HubEvent
 
 BACKENDS = ["memory", "redis"]
@@ -49,20 +49,6 @@ async def nodes(
     yield start
     for node in reversed(started):
         await node.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-async def clients() -> AsyncIterator[list[Client]]:
-    spawned: list[Client] = []
-    yield spawned
-    for c in spawned:
-        await c.stop()
 
 
 def leaves(client: ChatClient, name: str) -> list[dict[str, Any]]:
@@ -187,12 +173,8 @@ async def test_a_connection_in_several_rooms_leaves_each_once_with_its_reason(
     wsfinally.setup(app)
     app[HUB] = hub
     app.router.add_get("/multi", multi)
-    runner = web.AppRunner(app, shutdown_timeout=2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        async with session.ws_connect(f"http://127.0.0.1:{runner.addresses[0][1]}/multi") as ws:
+    async with serving(app) as base:
+        async with session.ws_connect(f"{base}/multi") as ws:
             await asyncio.wait_for(joined.wait(), seconds(5))
             await ws.close(code=4001)
         for room, events in seen.items():
@@ -201,8 +183,6 @@ async def test_a_connection_in_several_rooms_leaves_each_once_with_its_reason(
                 ("join", None),
                 ("leave", "client_closed"),
             ]
-    finally:
-        await runner.cleanup()
 
 
 async def test_shutdown_leaves_every_member_with_server_shutdown(

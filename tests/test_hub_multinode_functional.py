@@ -9,10 +9,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 
 from hubsupport import ChatClient, RedisServer, namespace, serve_node
 from support import Client, eventually, seconds
@@ -22,24 +20,10 @@ LEASE = 2.0  # seconds; the CLI's reaper scans every second
 DETECT = LEASE + 1.0  # a dead node's members leave within its lease plus one scan
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-async def procs() -> AsyncIterator[list[Client]]:
-    started: list[Client] = []
-    yield started
-    for p in started:
-        await p.stop()
-
-
-async def _nodes(procs: list[Client], redis: str, count: int) -> list[str]:
+async def _nodes(clients: list[Client], redis: str, count: int) -> list[str]:
     ns = namespace()
     started = await asyncio.gather(*(serve_node(redis, ns, LEASE) for _ in range(count)))
-    procs.extend(p for p, _ in started)
+    clients.extend(p for p, _ in started)
     return [base for _, base in started]
 
 
@@ -50,9 +34,9 @@ async def _full_room(members: list[ChatClient], names: set[str], timeout: float 
 
 
 async def test_members_on_three_nodes_see_each_other_and_a_killed_node_leaves_as_node_lost(
-    redis_url: str, session: aiohttp.ClientSession, procs: list[Client]
+    redis_url: str, session: aiohttp.ClientSession, clients: list[Client]
 ) -> None:
-    n1, n2, n3 = await _nodes(procs, redis_url, 3)
+    n1, n2, n3 = await _nodes(clients, redis_url, 3)
     alice = await ChatClient.connect(session, n1, "lobby", "alice")
     bob = await ChatClient.connect(session, n2, "lobby", "bob")
     carol = await ChatClient.connect(session, n3, "lobby", "carol")
@@ -63,7 +47,7 @@ async def test_members_on_three_nodes_see_each_other_and_a_killed_node_leaves_as
         await m.wait(lambda x: x.get("text") == "hi from n3", "carol's message")
 
     killed_at = time.monotonic()
-    procs[2].signal(signal.SIGKILL)
+    clients[2].signal(signal.SIGKILL)
     for m in (alice, bob):
         leave = await m.wait(
             lambda x: x["type"] == "leave" and x["name"] == "carol", "carol's leave", DETECT + 2
@@ -81,20 +65,20 @@ async def test_members_on_three_nodes_see_each_other_and_a_killed_node_leaves_as
 
 
 async def test_a_frozen_node_is_declared_lost_then_comes_back_and_rejoins_its_members(
-    redis_url: str, session: aiohttp.ClientSession, procs: list[Client]
+    redis_url: str, session: aiohttp.ClientSession, clients: list[Client]
 ) -> None:
-    n1, n2 = await _nodes(procs, redis_url, 2)
+    n1, n2 = await _nodes(clients, redis_url, 2)
     alice = await ChatClient.connect(session, n1, "lobby", "alice")
     bob = await ChatClient.connect(session, n2, "lobby", "bob")
     await _full_room([alice, bob], {"alice", "bob"})
-    procs[1].signal(signal.SIGSTOP)  # a node that stops answering: GC pause, VM stall
+    clients[1].signal(signal.SIGSTOP)  # a node that stops answering: GC pause, VM stall
     try:
         leave = await alice.wait(
             lambda x: x["type"] == "leave" and x["name"] == "bob", "bob's leave", DETECT + 2
         )
         assert leave["reason"] == "node_lost"
     finally:
-        procs[1].signal(signal.SIGCONT)
+        clients[1].signal(signal.SIGCONT)
     # its lease is gone: the node registers again and says its members are back
     await alice.wait(
         lambda x: x["type"] == "join" and x["name"] == "bob", "bob's return", LEASE + 3
@@ -107,9 +91,9 @@ async def test_a_frozen_node_is_declared_lost_then_comes_back_and_rejoins_its_me
 
 
 async def test_redis_restarted_empty_mid_run_loses_no_member_and_misses_no_leave(
-    redis_server: RedisServer, session: aiohttp.ClientSession, procs: list[Client]
+    redis_server: RedisServer, session: aiohttp.ClientSession, clients: list[Client]
 ) -> None:
-    n1, n2, n3 = await _nodes(procs, redis_server.url, 3)
+    n1, n2, n3 = await _nodes(clients, redis_server.url, 3)
     alice = await ChatClient.connect(session, n1, "lobby", "alice")
     erin = await ChatClient.connect(session, n1, "lobby", "erin")
     bob = await ChatClient.connect(session, n2, "lobby", "bob")
@@ -118,7 +102,7 @@ async def test_redis_restarted_empty_mid_run_loses_no_member_and_misses_no_leave
     await _full_room([alice, erin, bob, dave, gus], {"alice", "erin", "bob", "dave", "gus"})
 
     redis_server.kill()
-    for p in procs:
+    for p in clients:
         await p.expect_event("hub.redis_down", timeout=10)
     # local delivery goes on while Redis is away
     await alice.say("during the outage")
@@ -129,7 +113,7 @@ async def test_redis_restarted_empty_mid_run_loses_no_member_and_misses_no_leave
     await bob.wait(lambda x: x["type"] == "leave" and x["name"] == "dave", "dave's leave (local)")
 
     redis_server.start()  # same port, empty
-    for p in procs:
+    for p in clients:
         up = await p.expect_event("hub.redis_up", timeout=15)
         assert up["reset"] is True
     leave = await alice.wait(
@@ -148,7 +132,7 @@ async def test_redis_restarted_empty_mid_run_loses_no_member_and_misses_no_leave
     await frank.wait(lambda x: x.get("text") == "after the restart", "a message across nodes")
     await gus.wait(lambda x: x.get("text") == "after the restart", "the message on node 3")
     # the nodes' leases live again in the new Redis: a node killed now is still noticed
-    procs[2].signal(signal.SIGKILL)
+    clients[2].signal(signal.SIGKILL)
     for m in (alice, bob):
         leave = await m.wait(
             lambda x: x["type"] == "leave" and x["name"] == "gus", "gus's leave", DETECT + 2

@@ -15,15 +15,9 @@ from aiohttp import web
 
 import wsfinally
 from hubsupport import ChatClient, Node, RedisProxy, free_port, namespace
-from support import Client, eventually
+from support import Client, eventually, serving
 from test_hub_functional import _view_of, leaves
 from wsfinally.hub import HUB, Hub, RedisBackend
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 @pytest.fixture
@@ -170,17 +164,12 @@ async def test_join_refuses_a_presence_json_cannot_carry(
     app = web.Application()
     wsfinally.setup(app)
     app.router.add_get("/bad", bad)
-    runner = web.AppRunner(app, shutdown_timeout=2)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
+    async with serving(app) as base:
         watcher = await ChatClient.connect(session, node.base, "r", "watcher")
-        async with session.ws_connect(f"http://127.0.0.1:{runner.addresses[0][1]}/bad"):
+        async with session.ws_connect(f"{base}/bad"):
             await watcher.wait(lambda m: m["type"] == "join" and m["name"] == "ok", "ok's join")
         assert len(refused) == 1
         await watcher.close()
-    finally:
-        await runner.cleanup()
 
 
 async def test_stopping_the_redis_backend_propagates_a_cancellation(redis_url: str) -> None:

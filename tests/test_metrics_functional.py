@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.parser import text_string_to_metric_families
 
 import wsfinally
-from support import Client, eventually, seconds
+from support import Client, eventually, seconds, serving
 from wsfinally import Connection, Ending
 from wsfinally.demo import make_app
 from wsfinally.hub import HUB
@@ -340,19 +340,14 @@ async def test_hub_sizes_are_read_at_each_scrape_once_tracked(hub_first: bool) -
     setup_metrics(app)
     if not hub_first:
         track_hub(app, lambda: sizes[-1])
-    runner = web.AppRunner(app, shutdown_timeout=2)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/metrics"
-    try:
+    async with serving(app) as base:
+        url = f"{base}/metrics"
         sizes.append((3, 7))
         samples = await scrape(url)
         assert value(samples, "wsfinally_hub_rooms") == 3
         assert value(samples, "wsfinally_hub_members") == 7
         track_hub(app, None)
         assert series(await scrape(url), "wsfinally_hub_rooms") == {}
-    finally:
-        await runner.cleanup()
 
 
 def test_setup_metrics_needs_setup_first_and_only_once() -> None:
@@ -367,28 +362,21 @@ def test_setup_metrics_needs_setup_first_and_only_once() -> None:
 
 async def test_the_demo_hubs_rooms_and_members_are_on_its_metrics() -> None:
     app = make_app(metrics=True)
-    runner = web.AppRunner(app, shutdown_timeout=2)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        async with aiohttp.ClientSession() as session:
-            a = await session.ws_connect(f"{base}/chat?room=one&name=a")
-            b = await session.ws_connect(f"{base}/chat?room=one&name=b")
-            c = await session.ws_connect(f"{base}/chat?room=two&name=c")
-            for ws in (a, b, c):
-                assert json.loads((await ws.receive()).data)["type"] == "presence"
-            samples = await scrape(f"{base}/metrics")
-            assert value(samples, "wsfinally_hub_rooms") == 2
-            assert value(samples, "wsfinally_hub_members") == 3
-            await c.close()
-            await eventually(lambda: app[HUB].counts() == (1, 2), 5, "c to leave room two")
-            samples = await scrape(f"{base}/metrics")
-            assert (
-                value(samples, "wsfinally_hub_rooms"),
-                value(samples, "wsfinally_hub_members"),
-            ) == (1, 2)
-            await a.close()
-            await b.close()
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base, aiohttp.ClientSession() as session:
+        a = await session.ws_connect(f"{base}/chat?room=one&name=a")
+        b = await session.ws_connect(f"{base}/chat?room=one&name=b")
+        c = await session.ws_connect(f"{base}/chat?room=two&name=c")
+        for ws in (a, b, c):
+            assert json.loads((await ws.receive()).data)["type"] == "presence"
+        samples = await scrape(f"{base}/metrics")
+        assert value(samples, "wsfinally_hub_rooms") == 2
+        assert value(samples, "wsfinally_hub_members") == 3
+        await c.close()
+        await eventually(lambda: app[HUB].counts() == (1, 2), 5, "c to leave room two")
+        samples = await scrape(f"{base}/metrics")
+        assert (
+            value(samples, "wsfinally_hub_rooms"),
+            value(samples, "wsfinally_hub_members"),
+        ) == (1, 2)
+        await a.close()
+        await b.close()

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 
 import wsfinally
-from support import Client, Probe, eventually
+from support import Client, Probe, eventually, serving
 from wsfinally import Connection, Ending, EndReason, Observer
 
 
@@ -123,13 +123,10 @@ async def test_an_application_started_again_accepts_websockets_again(
 
     app.router.add_get("/ws", echo)
     for _ in range(2):
-        runner = web.AppRunner(app, shutdown_timeout=2)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        try:
-            url = f"http://127.0.0.1:{runner.addresses[0][1]}/ws"
-            async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
-                await ws.send_str("again")
-                assert (await ws.receive()).data == "again"
-        finally:
-            await runner.cleanup()
+        async with (
+            serving(app) as base,
+            aiohttp.ClientSession() as session,
+            session.ws_connect(f"{base}/ws") as ws,
+        ):
+            await ws.send_str("again")
+            assert (await ws.receive()).data == "again"
